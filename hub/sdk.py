@@ -53,6 +53,8 @@ class Context:
     node_id: str
     attempt: int
     idempotency_key: str
+    #: CIDRs (or "*") the operator lets outbound connectors reach although private/loopback/link-local
+    allowed_private_networks: tuple[str, ...] = ()
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("hookhub.connector"))
 
 
