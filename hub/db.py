@@ -1,0 +1,73 @@
+"""The database handle: one peewee proxy, bound at start to SQLite (embedded) or PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import peewee
+from playhouse.db_url import connect as db_url_connect
+
+from hub.config import ConfigError, Settings
+
+db = peewee.DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "busy_timeout": 15000,
+    "foreign_keys": 1,
+    "cache_size": -16000,
+}
+
+
+def open_database(settings: Settings) -> peewee.Database:
+    """Open the configured database and bind the models' proxy to it."""
+    url = settings.database_url
+    if settings.is_sqlite:
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        database = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    else:
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        # One pooled connection per thread; connections are returned at the end of each unit of work.
+        database = db_url_connect(url.replace("postgresql://", "postgresql+pool://", 1), max_connections=64,
+                                  stale_timeout=300, timeout=30)
+    db.initialize(database)
+    return database
+
+
+def check_database() -> None:
+    """Raise ConfigError naming HOOKHUB_DATABASE_URL when the database cannot be reached."""
+    try:
+        with connection():
+            db.execute_sql("SELECT 1")
+    except peewee.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"HOOKHUB_DATABASE_URL: cannot connect: {first}") from None
+
+
+@contextlib.contextmanager
+def connection() -> Iterator[None]:
+    """Hold a connection for one unit of work and hand it back afterwards (pools on PostgreSQL)."""
+    opened = db.connect(reuse_if_open=True)
+    try:
+        yield
+    finally:
+        if opened:
+            db.close()
+
+
+def write_transaction():
+    """A write transaction. SQLite takes the write lock up front (IMMEDIATE) so that two writers
+    never deadlock upgrading read locks; PostgreSQL uses row locks (``select_for_update``)."""
+    if isinstance(db.obj, peewee.SqliteDatabase):
+        return db.atomic("IMMEDIATE")
+    return db.atomic()
+
+
+def is_postgres() -> bool:
+    return isinstance(db.obj, peewee.PostgresqlDatabase)
