@@ -1,0 +1,140 @@
+"""Flows: create (JSON or YAML), list, read, update (new version), delete, validate, run."""
+
+from __future__ import annotations
+
+from flask import current_app, g, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from hub.api.errors import ApiError
+from hub.api.flows.schemas import (
+    FLOW_BODY_DOC,
+    FlowListArgs,
+    FlowPageSchema,
+    FlowSchema,
+    FlowVersionPageSchema,
+    RunRequestSchema,
+    ValidationResultSchema,
+)
+from hub.api.pagination import PageArgs, page_of
+from hub.api.runs.schemas import RunSchema
+from hub.api.security import auth_required
+from hub.engine import FlowInvalid, parse_flow
+from hub.models import Flow, FlowVersion
+from hub.services import flows as flow_service
+from hub.services.runs import run_summary, start_manual_run
+
+blp = Blueprint("flows", __name__, url_prefix="/api/v1/flows", description="Flows and their versions")
+
+
+def _hub():
+    return current_app.extensions["hookhub"]
+
+
+def _ts(value):
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None
+
+
+def flow_doc(flow: Flow, version: FlowVersion | None = None) -> dict:
+    version = version or flow_service.get_version(flow)
+    return {"id": flow.id, "name": flow.name, "version": flow.latest_version, "document": version.document,
+            "created_at": _ts(flow.created_at), "updated_at": _ts(flow.updated_at)}
+
+
+def get_flow(flow_id: int) -> Flow:
+    flow = Flow.get_or_none((Flow.id == flow_id) & (Flow.workspace == g.principal.workspace_id))
+    if flow is None:
+        raise ApiError(404, "flow_not_found", f"no flow with id {flow_id}")
+    return flow
+
+
+def _document():
+    return flow_service.decode_document(request.get_data(cache=True), request.content_type)
+
+
+@blp.route("")
+class Flows(MethodView):
+    @auth_required()
+    @blp.arguments(FlowListArgs, location="query")
+    @blp.response(200, FlowPageSchema)
+    def get(self, args):
+        """List flows"""
+        query = Flow.select().where(Flow.workspace == g.principal.workspace_id).order_by(Flow.id)
+        if args.get("name"):
+            query = query.where(Flow.name == args["name"])
+        return page_of(query, args, flow_doc)
+
+    @auth_required("editor")
+    @blp.doc(**FLOW_BODY_DOC)
+    @blp.response(201, FlowSchema)
+    @blp.alt_response(422, schema="Problem", description="invalid flow document; `errors` lists every problem")
+    def post(self):
+        """Create a flow from a JSON or YAML document"""
+        flow = flow_service.create_flow(g.principal.workspace_id, _document(), _hub().registry)
+        return flow_doc(flow)
+
+
+@blp.route("/validate")
+class Validate(MethodView):
+    @auth_required()
+    @blp.doc(**FLOW_BODY_DOC)
+    @blp.response(200, ValidationResultSchema)
+    def post(self):
+        """Check a flow document without saving it; lists every problem with its path"""
+        try:
+            parse_flow(_document(), _hub().registry)
+        except FlowInvalid as exc:
+            return {"valid": False, "problems": [p.to_dict() for p in exc.problems]}
+        return {"valid": True, "problems": []}
+
+
+@blp.route("/<int:flow_id>")
+class FlowById(MethodView):
+    @auth_required()
+    @blp.response(200, FlowSchema)
+    def get(self, flow_id):
+        """Read a flow (its latest version)"""
+        return flow_doc(get_flow(flow_id))
+
+    @auth_required("editor")
+    @blp.doc(**FLOW_BODY_DOC)
+    @blp.response(200, FlowSchema)
+    def put(self, flow_id):
+        """Replace a flow's document: writes a new immutable version"""
+        flow = flow_service.update_flow(get_flow(flow_id), _document(), _hub().registry)
+        return flow_doc(flow)
+
+    @auth_required("editor")
+    @blp.response(204)
+    def delete(self, flow_id):
+        """Delete a flow with its versions, triggers and runs"""
+        get_flow(flow_id).delete_instance(recursive=False)
+
+
+@blp.route("/<int:flow_id>/versions")
+class FlowVersions(MethodView):
+    @auth_required()
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, FlowVersionPageSchema)
+    def get(self, args, flow_id):
+        """List a flow's versions, newest first"""
+        flow = get_flow(flow_id)
+        query = FlowVersion.select().where(FlowVersion.flow == flow.id).order_by(FlowVersion.version.desc())
+        return page_of(query, args, lambda v: {"version": v.version, "document": v.document,
+                                               "created_at": _ts(v.created_at)})
+
+
+@blp.route("/<int:flow_id>/runs")
+class FlowRuns(MethodView):
+    @auth_required("editor")
+    @blp.arguments(RunRequestSchema)
+    @blp.response(202, RunSchema)
+    def post(self, body, flow_id):
+        """Start a run by hand; `payload` becomes `trigger.body`"""
+        flow = get_flow(flow_id)
+        if body.get("version") and not FlowVersion.select().where(
+                (FlowVersion.flow == flow.id) & (FlowVersion.version == body["version"])).exists():
+            raise ApiError(404, "version_not_found", f"flow {flow_id} has no version {body['version']}")
+        run, bells = start_manual_run(flow, body.get("payload"), version=body.get("version"))
+        _hub().ring(bells)
+        return run_summary(run)

@@ -1,0 +1,381 @@
+"""The ``hookhub`` command (SPEC §1)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from hub.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("hookhub")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    logging.getLogger("huey").setLevel(logging.WARNING)
+    logging.getLogger("peewee").setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"hookhub: {message}", err=True)
+    sys.exit(2)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _boot(migrate: bool = False):
+    """Settings, database (checked), migrations if asked, connectors: the start every command shares."""
+    from hub.core import Hub
+    from hub.db import check_database, open_database
+    from hub.migrate import migrate as run_migrations
+    from hub.migrate import pending
+    from hub.plugins import StartupError
+
+    settings = _settings()
+    try:
+        open_database(settings)
+        check_database()
+        if migrate:
+            for name in run_migrations(settings.data_dir / "migrate.lock"):
+                log.info("applied migration %s", name)
+        elif pending():
+            _fail("the database schema is not up to date: run `hookhub migrate` (HOOKHUB_DATABASE_URL)")
+        hub = Hub(settings)
+    except (ConfigError, StartupError) as exc:
+        _fail(str(exc))
+    if settings.redis_url:
+        try:
+            hub.huey.storage.conn.ping()
+        except Exception as exc:
+            _fail(f"HOOKHUB_REDIS_URL: cannot connect: {exc}")
+    return hub
+
+
+@click.group()
+@click.option("--log-level", default=lambda: os.environ.get("HOOKHUB_LOG_LEVEL", "info"), show_default="info")
+def main(log_level: str) -> None:
+    """Hookhub: webhook automation hub with a sandboxed runtime."""
+    _setup_logging(log_level)
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from hub.db import check_database, open_database
+    from hub.migrate import migrate as run_migrations
+
+    settings = _settings()
+    try:
+        open_database(settings)
+        check_database()
+    except ConfigError as exc:
+        _fail(str(exc))
+    applied = run_migrations(settings.data_dir / "migrate.lock")
+    click.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=lambda: int(os.environ.get("HOOKHUB_API_WORKERS", "2")), type=int,
+              show_default="2", help="API server processes")
+@click.option("--threads", default=16, show_default=True, type=int, help="threads per API process")
+def api(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the REST API and inbound webhooks (gunicorn)."""
+    from gunicorn.app.base import BaseApplication
+
+    hub = _boot(migrate=load_settings().is_sqlite)
+    hub.close()
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", threads)
+            self.cfg.set("timeout", 120)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("errorlog", "-")
+            self.cfg.set("loglevel", "warning")
+
+        def load(self):
+            from hub.app import create_app
+
+            return create_app()
+
+    click.echo(f"hookhub api listening on http://{host}:{port}", err=True)
+    Server().run()
+
+
+def _reaper_loop(hub, stop: threading.Event) -> None:
+    while not stop.wait(hub.settings.reaper_interval_seconds):
+        try:
+            hub.reap_once()
+        except Exception:
+            log.exception("reaper pass failed; trying again")
+
+
+@main.command()
+@click.option("--concurrency", "-c", default=4, show_default=True, type=int, help="node attempts at once")
+def worker(concurrency: int) -> None:
+    """Run node attempts from the queue (and a reaper)."""
+    from huey.consumer import WORKER_THREAD
+
+    hub = _boot(migrate=load_settings().is_sqlite)
+    stop = threading.Event()
+    threading.Thread(target=_reaper_loop, args=(hub, stop), name="reaper", daemon=True).start()
+    consumer = hub.huey.create_consumer(
+        workers=concurrency, worker_type=WORKER_THREAD, periodic=False, scheduler_interval=1,
+        initial_delay=0.005, backoff=1.5, max_delay=0.2, check_worker_health=True,
+    )
+    click.echo(f"hookhub worker started ({concurrency} slots)", err=True)
+    try:
+        consumer.run()
+    finally:
+        stop.set()
+        hub.close()
+
+
+@main.command()
+def scheduler() -> None:
+    """Fire schedule triggers and run the reaper."""
+    hub = _boot(migrate=load_settings().is_sqlite)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo("hookhub scheduler started", err=True)
+    try:
+        while not stop.wait(hub.settings.reaper_interval_seconds):
+            try:
+                hub.reap_once()
+            except Exception:
+                log.exception("scheduler pass failed; trying again")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.close()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--concurrency", default=4, show_default=True, type=int)
+def serve(host: str, port: int, concurrency: int) -> None:
+    """API + webhooks + scheduler + a worker, all in one process tree."""
+    hub = _boot(migrate=True)  # the embedded default migrates itself
+    hub.close()
+    exe = [sys.executable, "-m", "hub.cli"]
+    specs = {
+        "api": exe + ["api", "--host", host, "--port", str(port), "--workers", "1"],
+        "worker": exe + ["worker", "--concurrency", str(concurrency)],
+        "scheduler": exe + ["scheduler"],
+    }
+    children: dict[str, subprocess.Popen] = {}
+    stopping = threading.Event()
+
+    def stop(*_):
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for name, cmd in specs.items():
+        children[name] = subprocess.Popen(cmd)
+    click.echo(f"hookhub serving on http://{host}:{port} (data in {hub.settings.data_dir})", err=True)
+    restarts: dict[str, list[float]] = {name: [] for name in specs}
+    try:
+        while not stopping.wait(0.5):
+            for name, proc in list(children.items()):
+                if proc.poll() is None:
+                    continue
+                recent = [t for t in restarts[name] if t > time.monotonic() - 60]
+                if len(recent) >= 5:
+                    log.error("%s keeps exiting (code %s); stopping", name, proc.returncode)
+                    stopping.set()
+                    break
+                log.warning("%s exited with code %s; restarting it", name, proc.returncode)
+                restarts[name] = recent + [time.monotonic()]
+                children[name] = subprocess.Popen(specs[name])
+    finally:
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # graceful for huey and gunicorn alike
+        deadline = time.monotonic() + 15
+        for proc in children.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --- flows and runs from the shell -----------------------------------------------------------------
+
+
+def _workspace_id(workspace: int | None) -> int:
+    from hub.models import Workspace
+
+    if workspace is not None:
+        if Workspace.get_or_none(Workspace.id == workspace) is None:
+            _fail(f"no workspace with id {workspace}")
+        return workspace
+    first = Workspace.select().order_by(Workspace.id).first()
+    return first.id if first else Workspace.create(name="default").id
+
+
+@main.group()
+def flows() -> None:
+    """Manage flows."""
+
+
+@flows.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--workspace", type=int, default=None, help="workspace id (default: the first)")
+def flows_apply(file: Path, workspace: int | None) -> None:
+    """Create the flow in FILE, or add a new version if a flow of that name exists."""
+    from hub.api.errors import ApiError
+    from hub.db import connection
+    from hub.models import Flow
+    from hub.services import flows as flow_service
+
+    hub = _boot()
+    with connection():
+        ws = _workspace_id(workspace)
+        try:
+            doc = flow_service.decode_document(file.read_bytes(), "application/yaml")
+            name = doc.get("name") if isinstance(doc, dict) else None
+            existing = Flow.get_or_none((Flow.workspace == ws) & (Flow.name == name)) if name else None
+            if existing:
+                flow = flow_service.update_flow(existing, doc, hub.registry)
+            else:
+                flow = flow_service.create_flow(ws, doc, hub.registry)
+        except ApiError as exc:
+            click.echo(f"hookhub: {exc.message}", err=True)
+            for problem in exc.errors or []:
+                if isinstance(problem, dict):
+                    click.echo(f"  {problem.get('path') or '<document>'}: {problem.get('message')}", err=True)
+            sys.exit(1)
+    click.echo(json.dumps({"id": flow.id, "name": flow.name, "version": flow.latest_version}))
+
+
+@main.command("run")
+@click.argument("flow")
+@click.option("--payload", default="{}", help="JSON: becomes trigger.body")
+@click.option("--wait", is_flag=True, help="follow the run until it finishes")
+@click.option("--workspace", type=int, default=None)
+def run_flow(flow: str, payload: str, wait: bool, workspace: int | None) -> None:
+    """Start a run of FLOW (an id or a name)."""
+    from hub.db import connection
+    from hub.models import Flow
+    from hub.services.runs import start_manual_run
+
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        _fail(f"--payload is not valid JSON: {exc}")
+    hub = _boot()
+    with connection():
+        ws = _workspace_id(workspace)
+        where = (Flow.id == int(flow)) if flow.isdigit() else (Flow.name == flow)
+        target = Flow.get_or_none(where & (Flow.workspace == ws))
+        if target is None:
+            _fail(f"no flow {flow!r}")
+        run, bells = start_manual_run(target, body)
+    hub.ring(bells)
+    click.echo(json.dumps({"id": run.id, "status": run.status}))
+    if wait:
+        sys.exit(_watch(run.id))
+
+
+@main.group()
+def runs() -> None:
+    """Inspect runs."""
+
+
+@runs.command("watch")
+@click.argument("run_id", type=int)
+def runs_watch(run_id: int) -> None:
+    """Follow a run's nodes live until it finishes."""
+    _boot()
+    sys.exit(_watch(run_id))
+
+
+def _watch(run_id: int) -> int:
+    from hub.db import connection
+    from hub.models import Run, RunEvent
+
+    seen = 0
+    while True:
+        with connection():
+            run = Run.get_or_none(Run.id == run_id)
+            if run is None:
+                _fail(f"no run {run_id}")
+            events = list(RunEvent.select().where((RunEvent.run == run_id) & (RunEvent.seq > seen))
+                          .order_by(RunEvent.seq))
+        for ev in events:
+            seen = ev.seq
+            detail = ""
+            if ev.data.get("error"):
+                err = ev.data["error"]
+                detail = " — " + (err.get("message") if isinstance(err, dict) else str(err))
+            if ev.data.get("attempt"):
+                detail = f" (attempt {ev.data['attempt']})" + detail
+            who = f"{ev.node_id}: " if ev.node_id else ""
+            click.echo(f"{ev.created_at.strftime('%H:%M:%S.%f')[:-3]}  {who}{ev.type}{detail}")
+        if run.status in ("succeeded", "failed", "cancelled"):
+            click.echo(f"run {run_id} {run.status}" + (f": {run.error}" if run.error else ""))
+            if run.output is not None:
+                click.echo(json.dumps(run.output, indent=2))
+            return 0 if run.status == "succeeded" else 1
+        time.sleep(0.2)
+
+
+# --- connectors ------------------------------------------------------------------------------------
+
+
+@main.group()
+def connectors() -> None:
+    """Installed connectors."""
+
+
+@connectors.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def connectors_list(as_json: bool) -> None:
+    """List installed connectors and plugins that failed to load."""
+    from hub.plugins import StartupError, get_registry
+
+    try:
+        registry = get_registry()
+    except StartupError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps({"items": [i.to_dict() for i in registry.list()],
+                               "problems": [p.__dict__ for p in registry.problems]}, indent=2))
+        return
+    for info in registry.list():
+        net = "network" if info.permissions.get("network") else "no network"
+        click.echo(f"{info.name:<20} {info.version:<10} {info.sandbox:<11} {net:<11} {info.description}")
+    for problem in registry.problems:
+        click.echo(f"error: {problem.plugin}: {problem.message}", err=True)
+
+
+if __name__ == "__main__":
+    main()

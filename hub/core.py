@@ -1,0 +1,85 @@
+"""One process's view of the hub: settings, database, connectors, queue and sandboxes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from hub.config import Settings
+from hub.crypto import SecretBox
+from hub.db import connection, open_database
+from hub.plugins import Registry, get_registry
+from hub.runtime import Doorbell, RuntimeConfig, reap
+from hub.tasks import make_huey, register_tasks, ring
+
+log = logging.getLogger("hookhub")
+
+
+class Hub:
+    def __init__(self, settings: Settings, *, registry: Registry | None = None, immediate: bool = False):
+        self.settings = settings
+        self.database = open_database(settings)
+        self.registry = registry or get_registry()
+        self.secret_box = SecretBox(settings.secret_key)
+        self.huey = make_huey(settings, immediate=immediate)
+        self.tasks = register_tasks(self.huey, self)
+        self._sandboxes: dict[str, Any] = {}
+        self._sandbox_lock = threading.Lock()
+        self.runtime = RuntimeConfig(
+            secret_box=self.secret_box,
+            catalog=self.registry,
+            sandbox_for=self.sandbox_for,
+            allowed_private_networks=settings.allow_private_networks,
+            default_timeout_seconds=settings.default_timeout_seconds,
+            default_memory_mb=settings.default_memory_mb,
+            max_timeout_seconds=settings.max_timeout_seconds,
+            max_memory_mb=settings.max_memory_mb,
+            lease_grace_seconds=settings.lease_grace_seconds,
+            requeue_after_seconds=settings.requeue_after_seconds,
+            worker_name=f"{socket.gethostname()}:{os.getpid()}",
+        )
+
+    # sandboxes are started lazily: an API process never needs one
+    def sandbox_for(self, kind: str):
+        with self._sandbox_lock:
+            if kind not in self._sandboxes:
+                if kind == "python":
+                    from sandbox.process import ProcessSandbox
+
+                    self._sandboxes[kind] = ProcessSandbox(preload=self.registry.modules)
+                elif kind == "wasm":
+                    from sandbox.wasm import WasmSandbox
+
+                    self._sandboxes[kind] = WasmSandbox(self.settings.data_dir / "wasm-cache")
+                else:
+                    raise ValueError(f"unknown sandbox kind {kind!r}")
+            return self._sandboxes[kind]
+
+    def ring(self, bells: Iterable[Doorbell]) -> None:
+        ring(self.huey, bells, self.tasks)
+
+    def reap_once(self) -> None:
+        with connection():
+            report = reap(self.runtime)
+        if report.lost or report.rung:
+            log.info("reaper: %d lost attempts, %d nodes rung again", report.lost, report.rung)
+        self.ring(report.bells)
+
+    def queue_ok(self) -> bool:
+        try:
+            self.huey.pending_count()
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        for sandbox in self._sandboxes.values():
+            try:
+                sandbox.close()
+            except Exception:
+                log.exception("closing sandbox")
+        self._sandboxes.clear()

@@ -1,0 +1,61 @@
+"""The Huey queue (SQLite embedded, Redis in scale-out) and its thin tasks.
+
+A message only says "look at node N of run R" (a doorbell); everything it refers to is already
+committed. Huey's own retries are never used: retries are the engine's decision, stored as rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from huey import Huey, RedisHuey, SqliteHuey
+
+from hub.config import Settings
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+    from hub.runtime import Doorbell
+
+log = logging.getLogger("hookhub.tasks")
+
+__all__ = ["make_huey", "register_tasks", "ring"]
+
+
+def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
+    if settings.redis_url:
+        return RedisHuey("hookhub", url=settings.redis_url, immediate=immediate, results=False,
+                         utc=True, blocking=True, read_timeout=1)
+    return SqliteHuey("hookhub", filename=str(settings.queue_path), immediate=immediate, results=False,
+                      utc=True, timeout=15)
+
+
+def register_tasks(huey: Huey, hub: Hub) -> dict[str, object]:
+    """Bind the tasks to this process's hub. The names are the wire format: never rename them."""
+
+    @huey.task(name="execute_node")
+    def execute_node(run_id: int, node_id: str) -> None:
+        from hub.db import connection
+        from hub.runtime import execute_node as run_node
+
+        with connection():
+            bells = run_node(run_id, node_id, hub.runtime)
+        ring(huey, bells, hub.tasks)
+
+    return {"execute_node": execute_node}
+
+
+def ring(huey: Huey, bells: Iterable[Doorbell], tasks: dict[str, object]) -> None:
+    """Enqueue doorbells (after the transaction that created them has committed)."""
+    task = tasks["execute_node"]
+    for bell in bells:
+        try:
+            if bell.eta is None:
+                task(bell.run_id, bell.node_id)
+            else:
+                task.schedule(args=(bell.run_id, bell.node_id), eta=bell.eta)
+        except Exception:
+            # The row is committed; a reaper will ring again. Never lose the caller's response.
+            log.exception("could not enqueue run %s node %s; the reaper will retry", bell.run_id,
+                          bell.node_id)
