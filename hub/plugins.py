@@ -202,6 +202,14 @@ def load_registry(extra_plugins: Iterable[object] = (), entry_points: bool = Tru
         problems.append(PluginProblem(plugin, message))
 
     def register(plugin: object, label: str) -> None:
+        try:
+            hash(plugin)
+        except TypeError:
+            problem(
+                label,
+                f"cannot register {type(plugin).__name__} objects: use a module, a class or an instance",
+            )
+            return
         if pm.is_registered(plugin):
             return
         label = _unique(label, pm)
@@ -227,7 +235,7 @@ def load_registry(extra_plugins: Iterable[object] = (), entry_points: bool = Tru
     for label, plugin in list(pm.list_name_plugin()):
         if plugin is None or not any(i.plugin is plugin for i in pm.hook.hookhub_connectors.get_hookimpls()):
             continue
-        others = [p for p in pm.get_plugins() if p is not plugin]
+        others = [p for _, p in pm.list_name_plugin() if p is not None and p is not plugin]
         caller = pm.subset_hook_caller("hookhub_connectors", remove_plugins=others)
         try:
             results = caller()
