@@ -253,9 +253,7 @@ class _Parser:
             ok = True
             for k, item in value.items():
                 if not isinstance(k, str):
-                    self.add(
-                        join_path(path, str(k)), "invalid_type", f"keys must be strings, got {_type_name(k)}"
-                    )
+                    self.add(join_path(path, str(k)), "invalid_type", f"keys must be strings, got {_type_name(k)}")
                     ok = False
                 else:
                     ok = self.check_data(item, join_path(path, k), depth + 1) and ok
@@ -294,9 +292,7 @@ class _Parser:
 
         description = doc.get("description")
         if description is not None and not isinstance(description, str):
-            self.add(
-                "description", "invalid_type", f"description must be a string, got {_type_name(description)}"
-            )
+            self.add("description", "invalid_type", f"description must be a string, got {_type_name(description)}")
 
         nodes = self.parse_nodes(doc.get("nodes"), "nodes" in doc)
         edges = self.parse_edges(doc.get("edges"))
@@ -378,9 +374,7 @@ class _Parser:
         for key in ("name", "description"):
             value = raw.get(key)
             if value is not None and not isinstance(value, str):
-                self.add(
-                    join_path(path, key), "invalid_type", f"{key} must be a string, got {_type_name(value)}"
-                )
+                self.add(join_path(path, key), "invalid_type", f"{key} must be a string, got {_type_name(value)}")
 
         connector = raw.get("connector")
         connector_ok = False
@@ -398,9 +392,7 @@ class _Parser:
             try:
                 connector_ok = bool(self.catalog.exists(connector))
             except Exception as exc:
-                self.add(
-                    join_path(path, "connector"), "unknown_connector", f"cannot look up connector: {exc}"
-                )
+                self.add(join_path(path, "connector"), "unknown_connector", f"cannot look up connector: {exc}")
             else:
                 if not connector_ok:
                     self.add(
@@ -413,7 +405,7 @@ class _Parser:
         config = raw.get("config")
         if config is None:
             config = {}
-        elif not isinstance(config, dict):
+        if not isinstance(config, dict):
             self.add(config_path, "invalid_type", f"config must be a mapping, got {_type_name(config)}")
             config = None
         elif self.check_data(config, config_path):
@@ -433,9 +425,7 @@ class _Parser:
             self.add(join_path(path, "timeout_seconds"), code, "timeout_seconds must be a positive number")
 
         memory = raw.get("memory_mb")
-        if memory is not None and not (
-            isinstance(memory, int) and not isinstance(memory, bool) and memory > 0
-        ):
+        if memory is not None and not (isinstance(memory, int) and not isinstance(memory, bool) and memory > 0):
             code = "invalid_value" if _is_number(memory) else "invalid_type"
             self.add(join_path(path, "memory_mb"), code, "memory_mb must be a positive integer")
 
@@ -525,7 +515,11 @@ class _Parser:
             return
         if isinstance(errors, Mapping):
             for key, sub in errors.items():
-                if key == "_schema":
+                # "_schema" is about the mapping itself; marshmallow's Dict field reports a bad entry as
+                # {entry: {"value": [...]}} (or "key"), which belongs to the entry when it is a scalar
+                if key == "_schema" or (
+                    key in ("key", "value") and not isinstance(value, Mapping | list) and value is not None
+                ):
                     self.config_errors(sub, value, path, depth + 1)
                     continue
                 child = _child(value, key)
@@ -583,9 +577,7 @@ class _Parser:
                 when = "on_success"
             when_path = join_path(path, "when")
             if not isinstance(when, str):
-                self.add(
-                    when_path, "invalid_type", "when must be on_success, on_failure, always or '{{ expr }}'"
-                )
+                self.add(when_path, "invalid_type", "when must be on_success, on_failure, always or '{{ expr }}'")
                 ok = False
             elif when not in EDGE_KEYWORDS:
                 if not templates.is_template(when):
@@ -601,9 +593,7 @@ class _Parser:
                         self.problems.extend(found)
                         ok = False
                     elif not templates.is_single_expression(when):
-                        self.add(
-                            when_path, "invalid_value", "an edge condition must be exactly one '{{ expr }}'"
-                        )
+                        self.add(when_path, "invalid_value", "an edge condition must be exactly one '{{ expr }}'")
                         ok = False
             if ok and ends[0] == ends[1]:
                 self.add(path, "cycle", f"node {ends[0]!r} has an edge to itself")
@@ -715,9 +705,7 @@ def parse_flow(doc: Any, catalog: ConnectorCatalog | None = None) -> Flow:
     try:
         flow = parser.parse(doc)
     except RecursionError:
-        raise FlowInvalid(
-            [*parser.problems, Problem("", "invalid_value", "document nested too deeply")]
-        ) from None
+        raise FlowInvalid([*parser.problems, Problem("", "invalid_value", "document nested too deeply")]) from None
     if flow is None:
         raise FlowInvalid(parser.problems)
     return flow

@@ -3,7 +3,8 @@
 A string that is exactly one ``{{ expr }}`` keeps the expression's native type (a dict stays a dict), so
 ``json: "{{ nodes.fetch.output.body }}"`` forwards structured data instead of its text. Any other string
 with template syntax renders to a string. Undefined names fail loudly (StrictUndefined): a typo must not
-silently send an empty header to somebody's API.
+silently send an empty header to somebody's API. ``a.b`` on a mapping looks up the key ``b`` before any
+attribute, so payload keys named ``items``, ``keys`` or ``values`` read as data, not as dict methods.
 
 Compiled templates are cached by source because rendering sits on the hot path of every attempt.
 """
@@ -56,14 +57,19 @@ class _HubSandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**"})
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Payload keys win over dict methods: `trigger.body.items` is the webhook's "items", not dict.items.
+        if isinstance(obj, Mapping) and isinstance(attribute, str):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(count, int)
-                    and len(seq) * count > _MAX_SEQUENCE
-                ):
+                if isinstance(seq, str | list | tuple) and isinstance(count, int) and len(seq) * count > _MAX_SEQUENCE:
                     raise SecurityError("the result of '*' would be too long")
         elif (
             operator == "**"
@@ -328,11 +334,7 @@ def _source_refs(source: str) -> TemplateRefs:
             continue
         keyed[base.name].add(key)
         direct.add(id(base))
-    dynamic = {
-        n.name
-        for n in ast.find_all(jnodes.Name)
-        if n.name in keyed and n.ctx == "load" and id(n) not in direct
-    }
+    dynamic = {n.name for n in ast.find_all(jnodes.Name) if n.name in keyed and n.ctx == "load" and id(n) not in direct}
     return TemplateRefs(
         names=names,
         nodes=frozenset(keyed["nodes"]) if "nodes" in names else frozenset(),
@@ -361,9 +363,7 @@ def referenced_names(value: Any) -> set[str]:
     return set(references(value).names)
 
 
-def template_problems(
-    value: Any, path: str, node_ids: set[str] | frozenset[str] | None = None
-) -> list[Problem]:
+def template_problems(value: Any, path: str, node_ids: set[str] | frozenset[str] | None = None) -> list[Problem]:
     """Syntax problems, names outside the allowed scope, and ``nodes.<id>`` references to unknown ids."""
     problems = []
     for p, source in _template_strings(value, path):
