@@ -61,6 +61,7 @@ TICK_SECONDS = 0.01  # epoch granularity: a deadline is enforced within about on
 PAGE = 65536
 MAX_LOG_BYTES = 64 << 10
 MAX_LOG_LINES = 200
+MAX_LOG_LINE = 2000
 WASI = "wasi_snapshot_preview1"
 
 # The engine's settings; they are part of the disk cache key (a .cwasm loads only into an engine
@@ -243,6 +244,24 @@ class WasmSandbox:
         """Compile (or load from the cache) the module at ``target`` ahead of its first run."""
         self._load(Path(target), unknown_imports_trap)
 
+    def is_compiled(self, target: str | os.PathLike[str]) -> bool:
+        """Whether ``target`` is loaded in this sandbox or compiled in the disk cache."""
+        path = Path(target)
+        with self._lock:
+            if any(key[0] == str(path.resolve()) for key in self._modules):
+                return True
+        return self._cache_file(self._wasm_bytes(path)[1]).is_file()
+
+    def _cache_file(self, digest: str) -> Path:
+        return self.cache_dir / f"{digest}-{self._config_key}.cwasm"
+
+    @staticmethod
+    def _wasm_bytes(path: Path) -> tuple[bytes, str]:
+        data = path.read_bytes()
+        if path.suffix == ".wat":
+            data = bytes(wasmtime.wat2wasm(data.decode()))
+        return data, hashlib.sha256(data).hexdigest()
+
     def _load(self, path: Path, unknown_imports_trap: bool = False) -> _Loaded:
         st = path.stat()
         key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, unknown_imports_trap)
@@ -265,11 +284,8 @@ class WasmSandbox:
             return loaded
 
     def _compile_or_deserialize(self, path: Path, unknown_imports_trap: bool) -> _Loaded:
-        data = path.read_bytes()
-        if path.suffix == ".wat":
-            data = bytes(wasmtime.wat2wasm(data.decode()))
-        digest = hashlib.sha256(data).hexdigest()
-        cached = self.cache_dir / f"{digest}-{self._config_key}.cwasm"
+        data, digest = self._wasm_bytes(path)
+        cached = self._cache_file(digest)
         module = None
         if cached.is_file():
             try:
@@ -315,6 +331,7 @@ class WasmSandbox:
         stdin: bytes,
         limits: Limits,
         *,
+        program: str = "connector",
         argv: Sequence[str] = (),
         preopens: Sequence[tuple[str, str]] = (),
         entry: str = "_start",
@@ -332,9 +349,7 @@ class WasmSandbox:
         try:
             loaded = self._load(Path(target), unknown_imports_trap)
         except (OSError, WasmtimeError, UnicodeDecodeError) as e:
-            return _Outcome(
-                b"", b"", False, failure="crashed", message=f"cannot load module: {_first_line(e)}"
-            )
+            return _Outcome(b"", b"", False, failure="crashed", message=f"cannot load module: {_first_line(e)}")
         run = _Run(deadline=started + limits.timeout_seconds, origin_ns=0, max_output=limits.max_output_bytes)
         memory_limit = limits.memory_mb << 20
         store = Store(self._engine)
@@ -351,7 +366,7 @@ class WasmSandbox:
                 view = view[os.write(stdin_fd, view) :]
             wasi = WasiConfig()
             run.origin_ns = time.perf_counter_ns()  # wasmtime's guest monotonic clock starts here
-            wasi.argv = ["connector", *argv]
+            wasi.argv = [program, *argv]
             wasi.stdin_file = f"/proc/self/fd/{stdin_fd}"
             wasi.stdout_custom = run.write_stdout
             wasi.stderr_custom = run.write_stderr
@@ -430,7 +445,7 @@ def _seconds(t: float) -> str:
 
 def _logs(stderr: bytes) -> list[str]:
     lines = stderr.decode(errors="replace").splitlines()
-    return lines[-MAX_LOG_LINES:]
+    return [line[:MAX_LOG_LINE] for line in lines[-MAX_LOG_LINES:]]
 
 
 def outcome_to_result(outcome: _Outcome, limits: Limits) -> Result:
@@ -465,9 +480,7 @@ def outcome_to_result(outcome: _Outcome, limits: Limits) -> Result:
             return fail("bad_output", "connector wrote nothing on stdout")
         return fail("bad_output", "connector output is not JSON")
     if isinstance(document, dict) and "output" in document:
-        return Result(
-            ok=True, output=document["output"], duration_ms=outcome.duration_ms, logs=_logs(outcome.stderr)
-        )
+        return Result(ok=True, output=document["output"], duration_ms=outcome.duration_ms, logs=_logs(outcome.stderr))
     if isinstance(document, dict) and isinstance(document.get("error"), dict):
         error = document["error"]
         message = error.get("message")

@@ -69,9 +69,7 @@ def sleep_subscription(seconds: float) -> bytes:
 
 def test_sleeping_guest_stopped_at_deadline(sandbox: WasmSandbox, wat: Wat) -> None:
     # sleep(60) in a loop, through poll_oneoff
-    body = (
-        "(loop (drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 2100))) (br 0))"
-    )
+    body = "(loop (drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 2100))) (br 0))"
     spec = wat(body, data=sleep_subscription(60))
     started = time.perf_counter()
     result = sandbox.run(spec, PAYLOAD, Limits(timeout_seconds=0.5))
