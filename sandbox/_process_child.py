@@ -21,6 +21,8 @@ import tempfile
 import traceback
 from typing import Any
 
+from sandbox._process_zygote import CLONE_NEWNET, setns
+
 DATA_FD = 3
 MAX_LOG_LINES = 1000
 MAX_LOG_BYTES = 256 << 10
@@ -29,7 +31,12 @@ MIB = 1 << 20
 
 
 def main(
-    req: dict[str, Any], data_fd: int, netns: int | None, uid: int | None, zygote_notes: list[str]
+    req: dict[str, Any],
+    data_fd: int,
+    netns: int | None,
+    mntns: int | None,
+    uid: int | None,
+    zygote_notes: list[str],
 ) -> int:
     """Jail this process, run the attempt and return the exit code (the caller ``_exit``s)."""
     limits = req["limits"]
@@ -42,11 +49,14 @@ def main(
 
     if not limits["network"]:
         if netns is not None:
-            from sandbox._process_zygote import CLONE_NEWNET, setns
-
             setns(netns, CLONE_NEWNET)
         elif not any("network" in n for n in notes):
             notes.append("network isolation not enforced")
+
+    if mntns is not None:
+        from sandbox._process_mounts import CLONE_NEWNS
+
+        setns(mntns, CLONE_NEWNS)
 
     # fds: 0-2 to /dev/null so connector prints cannot corrupt the protocol; the data socket on 3;
     # everything of the zygote's (control socket, other attempts' sockets, netns fds) closed.
@@ -158,9 +168,7 @@ def _unexpected(exc: BaseException, out: _Emitter) -> dict[str, Any]:
     return _error("connector", f"{type(exc).__name__}: {exc}", retryable=True)
 
 
-def _error(
-    kind: str, message: str, *, retryable: bool = False, retry_after: float | None = None
-) -> dict[str, Any]:
+def _error(kind: str, message: str, *, retryable: bool = False, retry_after: float | None = None) -> dict[str, Any]:
     return {"error": {"kind": kind, "message": message, "retryable": retryable, "retry_after": retry_after}}
 
 

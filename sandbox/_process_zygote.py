@@ -68,10 +68,13 @@ class Zygote:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.control = socket.socket(fileno=cfg["control_fd"])
         self.slot_ids: list[int] = cfg["slot_ids"]
-        self.uid_base: int = cfg["uid_base"]
+        # slot -> uid, leased by the parent for this sandbox alone (JSON keys are strings)
+        self.uids: dict[int, int] = {int(k): v for k, v in cfg["uids"].items()}
         self.root = os.geteuid() == 0
         self.not_enforced: list[str] = []
         self.netns: dict[int, int] = {}
+        self.mntns: int | None = None
+        self.exposed: list[str] = []
         self.attempts: dict[int, _Attempt] = {}
         self.by_status_fd: dict[int, int] = {}
         self.sel = selectors.DefaultSelector()
@@ -85,10 +88,22 @@ class Zygote:
         if os.getppid() != parent_pid:
             os._exit(1)
         prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+    def make_jail(self, hide: list[str]) -> None:
+        """Namespaces for the children; after the imports, so the mount plan sees every module."""
         if self.root:
             self._make_netns()
+            try:
+                from sandbox._process_mounts import make_namespace
+
+                self.mntns, self.exposed = make_namespace(hide)
+            except OSError as exc:
+                self.not_enforced.append(
+                    f"mount namespace unavailable ({exc.strerror or exc}): hidden paths are visible and "
+                    "a Python under a private directory is unreadable after the uid drop"
+                )
             for slot in self.slot_ids:
-                self._sweep_uid(self.uid_base + slot)  # leftovers of a zygote that was killed
+                self._sweep_uid(self.uids[slot])  # leftovers of a zygote that was killed
         else:
             self.not_enforced.append(
                 f"not running as root (uid {os.geteuid()}): attempts run as the hub's own user, "
@@ -167,7 +182,7 @@ class Zygote:
     def _spawn(self, req: dict[str, Any], data_fd: int, status_fd: int) -> None:
         status = socket.socket(fileno=status_fd)
         slot = int(req["slot"])
-        uid = self.uid_base + slot if self.root else None
+        uid = self.uids.get(slot) if self.root else None
         try:
             pid = os.fork()
         except OSError as exc:
@@ -192,7 +207,7 @@ class Zygote:
             for sock in keep:
                 sock.detach()  # their fds are closed below; stop the objects closing reused numbers
             signal.set_wakeup_fd(-1)
-            code = _process_child.main(req, data_fd, netns, uid, self.not_enforced)
+            code = _process_child.main(req, data_fd, netns, self.mntns, uid, self.not_enforced)
         except BaseException:
             code = 70
         os._exit(code)
@@ -278,7 +293,7 @@ class Zygote:
             _killpg(pid)
         if self.root:
             for slot in self.slot_ids:
-                self._sweep_uid(self.uid_base + slot)
+                self._sweep_uid(self.uids[slot])
 
 
 def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -347,6 +362,7 @@ def main(cfg: dict[str, Any]) -> None:
                 __import__(name)
             except BaseException as exc:  # a broken connector package must not take the hub down
                 preload_errors[name] = f"{type(exc).__name__}: {exc}"
+        zygote.make_jail(cfg["hide"])
         _send(
             zygote.control,
             {
@@ -354,6 +370,7 @@ def main(cfg: dict[str, Any]) -> None:
                 "pid": os.getpid(),
                 "not_enforced": zygote.not_enforced,
                 "preload_errors": preload_errors,
+                "exposed": zygote.exposed,
             },
         )
     except BaseException as exc:

@@ -13,7 +13,7 @@ How an attempt is boxed (details in :mod:`sandbox._process_child`):
 - the child gets its own session/process group, rlimits (address space, CPU, processes, open files,
   file size, no core dumps), a private temp dir as cwd and ``TMPDIR``, an empty environment, fds
   0-2 on ``/dev/null``, and an empty network namespace unless ``limits.network``;
-- as root (production and CI), the child of slot *n* drops to uid/gid ``uid_base + n``: it cannot
+- as root (production and CI), the child of each slot drops to a uid/gid of its own: it cannot
   read the hub's ``/proc/<pid>/environ`` nor root-only (0600/0700) files — keep the hub's database,
   data dir and secret key root-only — and ``RLIMIT_NPROC`` counts per slot;
 - the parent enforces the wall-clock timeout and the output cap by asking the zygote to kill the
@@ -47,6 +47,8 @@ from sandbox import ConnectorSpec, Limits, Result
 __all__ = ["ProcessSandbox"]
 
 MIB = 1 << 20
+#: Where slot uids are leased (root only).
+LEASE_DIR = "/run/hookhub-sandbox" if os.path.isdir("/run") else "/var/tmp/hookhub-sandbox"
 #: Log lines kept per attempt (the child bounds them too; this guards against a forged stream).
 MAX_LOG_LINES = 1000
 #: How long a killed attempt may take to be reported dead before the zygote is deemed stuck.
@@ -74,7 +76,9 @@ class _Lost(Exception):
 class _Zygote:
     """One fork server process and its control socket."""
 
-    def __init__(self, preload: list[str], slot_ids: list[int], uid_base: int, timeout: float) -> None:
+    def __init__(
+        self, preload: list[str], slot_ids: list[int], uids: dict[int, int], hide: list[str], timeout: float
+    ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # -I: no PYTHON* variables, no user site, no cwd on the path; the venv's path comes via cfg.
         # The real binary, never a pyenv shim (which would cost ~200 ms and read the environment).
@@ -82,7 +86,8 @@ class _Zygote:
             "path": [p or os.getcwd() for p in sys.path],
             "preload": preload,
             "slot_ids": slot_ids,
-            "uid_base": uid_base,
+            "uids": uids,
+            "hide": hide,
             "control_fd": theirs.fileno(),
             "parent_pid": os.getpid(),
         }
@@ -113,6 +118,7 @@ class _Zygote:
         self.pid: int = ready["pid"]
         self.not_enforced: list[str] = ready["not_enforced"]
         self.preload_errors: dict[str, str] = ready["preload_errors"]
+        self.exposed: list[str] = ready["exposed"]
 
     def alive(self) -> bool:
         return not self.broken and self.proc.poll() is None
@@ -146,9 +152,14 @@ class ProcessSandbox:
     :param preload: modules to import in the zygote (the connector modules), so attempts do not
         pay for the import. Other targets still work; they are imported per attempt.
     :param slots: how many attempts run at once; more ``run()`` calls wait for a free slot. As root
-        each slot has its own uid (``uid_base + slot``) and empty network namespace.
+        each slot has its own uid and empty network namespace.
     :param warm: ``False`` starts a fresh interpreter per attempt (slow; for comparison).
-    :param uid_base: first of the ``slots`` uids/gids used as root; they must belong to nobody else.
+    :param uid_base: as root, slot uids (= gids) are leased from ``uid_base`` up to ``uid_base + 999``
+        with a lock file each in :data:`LEASE_DIR`, so that sandboxes of several hub processes on one
+        host never share a uid (a uid's processes are swept with ``kill(-1)``). The range must
+        belong to no real account; uids that do are skipped.
+    :param hide: paths attempts must not see at all (as root): the hub's data dir, key files. Each
+        is covered by an empty unreadable tmpfs (directories) or ``/dev/null`` (files).
     :param start_timeout: how long the zygote may take to start and import ``preload``.
     """
 
@@ -159,6 +170,7 @@ class ProcessSandbox:
         *,
         warm: bool = True,
         uid_base: int = 61000,
+        hide: Iterable[str] = (),
         start_timeout: float = 30.0,
     ) -> None:
         if slots < 1:
@@ -167,6 +179,12 @@ class ProcessSandbox:
         self.slots = slots
         self.warm = warm
         self.uid_base = uid_base
+        self._leases: list[int] = []
+        #: slot -> uid the slot's attempts run as (empty unless root)
+        self.uids: dict[int, int] = {}
+        if os.geteuid() == 0:
+            self.uids, self._leases = _lease_uids(uid_base, slots)
+        self.hide = [os.path.abspath(p) for p in hide]
         self.start_timeout = start_timeout
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for slot in range(slots):
@@ -217,6 +235,9 @@ class ProcessSandbox:
                 self._zygote.close()
                 self._zygote = None
         _rmtree(self._base)
+        for fd in self._leases:
+            os.close(fd)
+        self._leases = []
 
     def __enter__(self) -> ProcessSandbox:
         return self
@@ -227,7 +248,8 @@ class ProcessSandbox:
     # -- internals ------------------------------------------------------------------------------
 
     def _start(self, preload: list[str], slot_ids: list[int]) -> _Zygote:
-        z = _Zygote(preload, slot_ids, self.uid_base, self.start_timeout)
+        uids = {slot: self.uids[slot] for slot in slot_ids if slot in self.uids}
+        z = _Zygote(preload, slot_ids, uids, self.hide, self.start_timeout)
         self.not_enforced = z.not_enforced
         self.preload_errors.update(z.preload_errors)
         return z
@@ -247,9 +269,7 @@ class ProcessSandbox:
             if self._zygote is z:
                 self._zygote = None
 
-    def _run_in_slot(
-        self, spec: ConnectorSpec, body: bytes, limits: Limits, slot: int, tmpdir: str
-    ) -> Result:
+    def _run_in_slot(self, spec: ConnectorSpec, body: bytes, limits: Limits, slot: int, tmpdir: str) -> Result:
         req = {
             "op": "run",
             "target": spec.target,
@@ -469,6 +489,44 @@ class _Attempt:
             "crashed",
             retryable=True,
         )
+
+
+def _lease_uids(base: int, count: int, span: int = 1000) -> tuple[dict[int, int], list[int]]:
+    """Take ``count`` uids no other live sandbox on this host holds: an flock'ed file per uid.
+
+    A lease ends with the process (or ``close()``); whoever takes the uid next sweeps what a dead
+    holder may have left running with it.
+    """
+    import fcntl
+    import pwd
+
+    os.makedirs(LEASE_DIR, mode=0o700, exist_ok=True)
+    st = os.lstat(LEASE_DIR)
+    if st.st_uid != 0 or st.st_mode & 0o022 or not os.path.isdir(LEASE_DIR):
+        raise SandboxStartError(f"{LEASE_DIR} must be a directory owned and writable only by root")
+    uids: dict[int, int] = {}
+    fds: list[int] = []
+    for uid in range(base, base + span):
+        if len(uids) == count:
+            break
+        try:
+            pwd.getpwuid(uid)
+            continue  # a real account
+        except KeyError:
+            pass
+        fd = os.open(os.path.join(LEASE_DIR, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        uids[len(uids)] = uid
+        fds.append(fd)
+    if len(uids) < count:
+        for fd in fds:
+            os.close(fd)
+        raise SandboxStartError(f"no {count} free sandbox uids in {base}..{base + span - 1}")
+    return uids, fds
 
 
 def _cpu_limit(limits: Limits) -> int:
