@@ -380,9 +380,10 @@ def finish_attempt(
 
 
 def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error: Any,
-            result: Result, cfg: RuntimeConfig, logs: list[str] | None = None) -> list[Doorbell]:
+            result: Result, cfg: RuntimeConfig, logs: list[str] | None = None,
+            now: dt.datetime | None = None) -> list[Doorbell]:
     """Apply an attempt's outcome to node and run state. Caller holds the run lock."""
-    now = utcnow()
+    now = now or utcnow()
     node_id = attempt.node_id
     node = flow.nodes[node_id]
     events = EventLog(run)
@@ -517,7 +518,7 @@ def reap(cfg: RuntimeConfig, now: dt.datetime | None = None, batch: int = 500) -
             flow = load_flow(run.flow_id, run.flow_version)
             lost = Result(ok=False, error_kind="lost", retryable=True,
                           error="attempt lost: its worker stopped before finishing (lease expired)")
-            report.bells.extend(_record(run, flow, attempt, False, None, _error_doc(lost), lost, cfg))
+            report.bells.extend(_record(run, flow, attempt, False, None, _error_doc(lost), lost, cfg, now=now))
             report.lost += 1
 
     stale = now - dt.timedelta(seconds=cfg.requeue_after_seconds)

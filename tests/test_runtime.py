@@ -1,0 +1,122 @@
+"""The durable runtime against real databases and the real subprocess sandbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+from hub.db import connection, write_transaction
+from hub.engine import idempotency_key
+from hub.models import Attempt, Flow, FlowVersion, NodeRun, Run, Workspace, utcnow
+from hub.runtime import claim_attempt, create_run, execute_node, reap
+
+
+def _flow(hub, doc: dict) -> FlowVersion:
+    with write_transaction():
+        ws = Workspace.create(name="w")
+        flow = Flow.create(workspace=ws, name=doc["name"])
+        return FlowVersion.create(flow=flow, version=1, document=doc)
+
+
+def _run(fv: FlowVersion, body=None) -> Run:
+    with write_transaction():
+        run, _bells = create_run(fv, {"body": body or {}}, workspace_id=fv.flow.workspace_id)
+    return run
+
+
+def one_call(sink_url: str, **node) -> dict:
+    return {"name": "one", "nodes": [{"id": "call", "connector": "http",
+                                      "config": {"method": "POST", "url": f"{sink_url}/call"}, **node}]}
+
+
+def test_the_same_message_twice_runs_the_connector_once(any_hub, sink):
+    run = _run(_flow(any_hub, one_call(sink.url)))
+    assert execute_node(run.id, "call", any_hub.runtime) == []
+    assert execute_node(run.id, "call", any_hub.runtime) == []
+    assert len(sink.hits("/call")) == 1
+    assert Run.get_by_id(run.id).status == "succeeded"
+    assert [a.key for a in Attempt.select()] == [idempotency_key(run.id, "call", 1)]
+
+
+def test_concurrent_duplicate_messages_run_the_connector_once(any_hub, sink):
+    sink.respond("/call", (200, {"ok": True}, 0.2))
+    run = _run(_flow(any_hub, one_call(sink.url)))
+
+    def deliver():
+        with connection():
+            execute_node(run.id, "call", any_hub.runtime)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sink.hits("/call")) == 1
+    assert Attempt.select().count() == 1
+
+
+def test_a_claimed_key_is_never_claimed_again(any_hub, sink):
+    run = _run(_flow(any_hub, one_call(sink.url)))
+    node_run = NodeRun.get(NodeRun.node_id == "call")
+    # Someone else holds attempt 1 already (its row exists), although the node still looks ready.
+    Attempt.create(key=idempotency_key(run.id, "call", 1), node_run=node_run, run=run, node_id="call",
+                   number=1, status="running", lease_expires_at=utcnow() + dt.timedelta(minutes=5))
+    assert claim_attempt(run.id, "call", any_hub.runtime) is None
+    assert sink.hits("/call") == []
+
+
+def test_reaper_rings_again_for_a_ready_node_nobody_picked_up(hub, sink):
+    run = _run(_flow(hub, one_call(sink.url)))
+    # The bell rung at creation was lost; nothing happens until the requeue window has passed.
+    assert reap(hub.runtime).bells == []
+    later = utcnow() + dt.timedelta(seconds=hub.settings.requeue_after_seconds + 1)
+    report = reap(hub.runtime, now=later)
+    assert [(b.run_id, b.node_id) for b in report.bells] == [(run.id, "call")]
+    # a second reaper in the same pass finds nothing more to do
+    assert reap(hub.runtime, now=later).bells == []
+
+
+def test_expired_lease_counts_as_a_lost_attempt_and_retries(any_hub, sink):
+    doc = one_call(sink.url, retry={"max_attempts": 2, "backoff_seconds": 0}, timeout_seconds=1)
+    run = _run(_flow(any_hub, doc))
+    claim = claim_attempt(run.id, "call", any_hub.runtime)
+    assert claim is not None  # ...and then its worker died before finishing
+    assert reap(any_hub.runtime).lost == 0  # the lease is the node's timeout plus a grace period
+    time.sleep(max(0.0, (claim.attempt.lease_expires_at - utcnow()).total_seconds()) + 0.05)
+    report = reap(any_hub.runtime)
+    assert report.lost == 1
+    assert Attempt.get_by_id(claim.attempt.id).status == "lost"
+    assert NodeRun.get(NodeRun.node_id == "call").status == "retrying"
+    assert [b.node_id for b in report.bells] == ["call"]
+    # the retry runs as attempt 2 with its own key
+    execute_node(run.id, "call", any_hub.runtime)
+    assert Run.get_by_id(run.id).status == "succeeded"
+    assert len(sink.hits("/call")) == 1
+    assert sink.hits("/call")[0].headers["Idempotency-Key"] == idempotency_key(run.id, "call", 2)
+
+
+def test_retryable_failure_then_success(any_hub, sink):
+    sink.respond("/call", (503, {"busy": True}), (200, {"ok": True}))
+    run = _run(_flow(any_hub, one_call(sink.url, retry={"max_attempts": 3, "backoff_seconds": 0})))
+    bells = execute_node(run.id, "call", any_hub.runtime)
+    assert [b.node_id for b in bells] == ["call"] and bells[0].eta is not None
+    node = NodeRun.get(NodeRun.node_id == "call")
+    assert node.status == "retrying" and node.error["retryable"] is True
+    execute_node(run.id, "call", any_hub.runtime)
+    assert Run.get_by_id(run.id).status == "succeeded"
+    assert [a.status for a in Attempt.select().order_by(Attempt.number)] == ["failed", "succeeded"]
+
+
+def test_fatal_failure_skips_successors_and_fails_the_run(any_hub, sink):
+    sink.respond("/call", (404, {"missing": True}))
+    doc = one_call(sink.url)
+    doc["nodes"].append({"id": "after", "connector": "http", "config": {"url": f"{sink.url}/after"}})
+    doc["edges"] = [{"from": "call", "to": "after"}]
+    run = _run(_flow(any_hub, doc))
+    assert execute_node(run.id, "call", any_hub.runtime) == []
+    statuses = {n.node_id: n.status for n in NodeRun.select()}
+    assert statuses == {"call": "failed", "after": "skipped"}
+    run = Run.get_by_id(run.id)
+    assert run.status == "failed" and "call" in run.error
+    assert sink.hits("/after") == []
