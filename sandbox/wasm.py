@@ -211,6 +211,8 @@ class WasmSandbox:
         self._loading: dict[tuple[Any, ...], threading.Lock] = {}
         self.stats = {"compiled": 0, "deserialized": 0, "memory_hits": 0}
         self._closed = threading.Event()
+        self._epoch_lock = threading.Lock()
+        self._epoch_start, self._ticks = time.monotonic(), 0
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
         self._ticker.start()
 
@@ -218,12 +220,22 @@ class WasmSandbox:
 
     def _tick(self) -> None:
         # Catch up with the wall clock, so a late wake-up does not stretch deadlines.
-        start, ticks = time.monotonic(), 0
         while not self._closed.wait(TICK_SECONDS):
-            due = int((time.monotonic() - start) / TICK_SECONDS)
-            while ticks < due:
-                self._engine.increment_epoch()
-                ticks += 1
+            with self._epoch_lock:
+                while self._ticks < self._due_ticks():
+                    self._engine.increment_epoch()
+                    self._ticks += 1
+
+    def _due_ticks(self) -> int:
+        return int((time.monotonic() - self._epoch_start) / TICK_SECONDS)
+
+    def _set_deadline(self, store: Store, timeout: float) -> None:
+        # Relative to the epoch the ticker has reached, which may lag the wall clock when the
+        # ticker thread was starved (it then catches up at once): add the lag, so a deadline is
+        # never early. +1: the next tick may come at once; a deadline is at most one tick late.
+        with self._epoch_lock:
+            lag = max(0, self._due_ticks() - self._ticks)
+            store.set_epoch_deadline(math.ceil(timeout / TICK_SECONDS) + 1 + lag)
 
     def close(self) -> None:
         self._closed.set()
@@ -354,8 +366,7 @@ class WasmSandbox:
         memory_limit = limits.memory_mb << 20
         store = Store(self._engine)
         store.set_limits(memory_size=memory_limit)
-        # +1: the next tick may come at once; a deadline is never early, at most one tick late.
-        store.set_epoch_deadline(math.ceil(limits.timeout_seconds / TICK_SECONDS) + 1)
+        self._set_deadline(store, limits.timeout_seconds)
         stdin_fd = os.memfd_create("wasm-stdin", os.MFD_CLOEXEC)
         instance = None
         outcome = _Outcome(b"", b"", False)

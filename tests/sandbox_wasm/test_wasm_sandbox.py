@@ -54,8 +54,10 @@ def test_guest_error_not_retryable(sandbox: WasmSandbox, wat: Wat) -> None:
 
 @pytest.mark.parametrize("timeout", [0.3, 1.0])
 def test_infinite_loop_stopped_at_deadline(sandbox: WasmSandbox, wat: Wat, timeout: float) -> None:
+    spec = wat("(loop (br 0))")
+    sandbox.load(spec.target)
     started = time.perf_counter()
-    result = sandbox.run(wat("(loop (br 0))"), PAYLOAD, Limits(timeout_seconds=timeout))
+    result = sandbox.run(spec, PAYLOAD, Limits(timeout_seconds=timeout))
     elapsed = time.perf_counter() - started
     assert (result.ok, result.error_kind, result.retryable) == (False, "timeout", True)
     assert result.error == f"timed out after {timeout:g} s"
@@ -71,6 +73,7 @@ def test_sleeping_guest_stopped_at_deadline(sandbox: WasmSandbox, wat: Wat) -> N
     # sleep(60) in a loop, through poll_oneoff
     body = "(loop (drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 2100))) (br 0))"
     spec = wat(body, data=sleep_subscription(60))
+    sandbox.load(spec.target)
     started = time.perf_counter()
     result = sandbox.run(spec, PAYLOAD, Limits(timeout_seconds=0.5))
     elapsed = time.perf_counter() - started
