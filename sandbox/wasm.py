@@ -11,6 +11,11 @@ A connector module reads one JSON document on stdin and writes ``{"output": …}
   name, no environment, no preopened directories. WASI preview1 has no sockets, so a module has
   no network whatever ``limits.network`` says.
 
+Known limits: wasmtime does not tell the host when ``memory.grow`` fails, so "memory" is reported
+when a guest dies with its memory within 1/8 of the limit (CPython's ``MemoryError`` is mapped
+by the code connector). The epoch ticker is a Python thread: when other threads hog the GIL a
+deadline can fire up to a few hundred ms late, never early.
+
 Compiled modules are cached in memory per sandbox and on disk in ``cache_dir``, keyed by the
 module's sha256, the engine configuration and the wasmtime version. The ``.cwasm`` files are
 native code that wasmtime maps and runs as found: ``cache_dir`` must be writable by the hub
@@ -54,7 +59,7 @@ from wasmtime import (
 
 from . import ConnectorSpec, Limits, Result
 
-__all__ = ["WasmSandbox"]
+__all__ = ["WasmOutcome", "WasmSandbox", "outcome_to_result"]
 
 WASMTIME_VERSION = _dist_version("wasmtime")
 TICK_SECONDS = 0.01  # epoch granularity: a deadline is enforced within about one tick
@@ -178,7 +183,7 @@ class _Loaded:
 
 
 @dataclass
-class _Outcome:
+class WasmOutcome:
     """What a module run produced, before it is read as a connector result."""
 
     stdout: bytes
@@ -211,6 +216,9 @@ class WasmSandbox:
         self._loading: dict[tuple[Any, ...], threading.Lock] = {}
         self.stats = {"compiled": 0, "deserialized": 0, "memory_hits": 0}
         self._closed = threading.Event()
+        self._stop_ticker = threading.Event()
+        self._idle = threading.Condition()
+        self._active = 0  # runs in flight: close() lets them reach their deadlines
         self._epoch_lock = threading.Lock()
         self._epoch_start, self._ticks = time.monotonic(), 0
         self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
@@ -220,7 +228,7 @@ class WasmSandbox:
 
     def _tick(self) -> None:
         # Catch up with the wall clock, so a late wake-up does not stretch deadlines.
-        while not self._closed.wait(TICK_SECONDS):
+        while not self._stop_ticker.wait(TICK_SECONDS):
             with self._epoch_lock:
                 while self._ticks < self._due_ticks():
                     self._engine.increment_epoch()
@@ -238,8 +246,12 @@ class WasmSandbox:
             store.set_epoch_deadline(math.ceil(timeout / TICK_SECONDS) + 1 + lag)
 
     def close(self) -> None:
+        """Refuse new runs, wait for those in flight (each ends by its deadline), stop the ticker."""
         self._closed.set()
-        if self._ticker.is_alive() and self._ticker is not threading.current_thread():
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0)
+        self._stop_ticker.set()
+        if self._ticker.is_alive():
             self._ticker.join()
         with self._lock:
             self._modules.clear()
@@ -348,20 +360,40 @@ class WasmSandbox:
         preopens: Sequence[tuple[str, str]] = (),
         entry: str = "_start",
         unknown_imports_trap: bool = False,
-    ) -> _Outcome:
+    ) -> WasmOutcome:
         """Run a module once and return what it did; never raises for the guest's behaviour.
 
         ``preopens`` are read-only ``(host_dir, guest_dir)`` pairs (none for connectors; the
         code connector's stdlib). ``entry`` is the export to call (``_start`` for commands; for a
         reactor, ``_initialize`` runs first when exported).
         """
-        if self._closed.is_set():
-            raise RuntimeError("WasmSandbox is closed")
+        with self._idle:
+            if self._closed.is_set():
+                raise RuntimeError("WasmSandbox is closed")
+            self._active += 1
+        try:
+            return self._execute(target, stdin, limits, program, argv, preopens, entry, unknown_imports_trap)
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _execute(
+        self,
+        target: str | os.PathLike[str],
+        stdin: bytes,
+        limits: Limits,
+        program: str,
+        argv: Sequence[str],
+        preopens: Sequence[tuple[str, str]],
+        entry: str,
+        unknown_imports_trap: bool,
+    ) -> WasmOutcome:
         started = time.perf_counter()
         try:
             loaded = self._load(Path(target), unknown_imports_trap)
         except (OSError, WasmtimeError, UnicodeDecodeError) as e:
-            return _Outcome(b"", b"", False, failure="crashed", message=f"cannot load module: {_first_line(e)}")
+            return WasmOutcome(b"", b"", False, failure="crashed", message=f"cannot load module: {_first_line(e)}")
         run = _Run(deadline=started + limits.timeout_seconds, origin_ns=0, max_output=limits.max_output_bytes)
         memory_limit = limits.memory_mb << 20
         store = Store(self._engine)
@@ -369,7 +401,7 @@ class WasmSandbox:
         self._set_deadline(store, limits.timeout_seconds)
         stdin_fd = os.memfd_create("wasm-stdin", os.MFD_CLOEXEC)
         instance = None
-        outcome = _Outcome(b"", b"", False)
+        outcome = WasmOutcome(b"", b"", False)
         _current.run = run
         try:
             view = memoryview(stdin)
@@ -400,6 +432,8 @@ class WasmSandbox:
             outcome.message = message
         except KeyError:
             outcome.failure, outcome.message = "crashed", f"module exports no {entry!r} function"
+        except Exception as e:  # never raise for a guest: anything else is a crash too
+            outcome.failure, outcome.message = "crashed", f"{type(e).__name__}: {_first_line(e)}"
         finally:
             _current.run = None
             os.close(stdin_fd)
@@ -408,8 +442,6 @@ class WasmSandbox:
         died = outcome.failure == "crashed" or outcome.exit_code not in (None, 0)
         if died and instance is not None and _memory_full(store, instance, memory_limit):
             outcome.failure = "memory"
-        if outcome.failure is None and time.perf_counter() > run.deadline + 1.0:
-            outcome.failure = "timeout"  # e.g. stuck in a host call wasmtime could not interrupt
         outcome.stdout, outcome.stderr, outcome.overflow = bytes(run.stdout), bytes(run.stderr), run.overflow
         outcome.duration_ms = (time.perf_counter() - started) * 1000
         del store
@@ -459,7 +491,7 @@ def _logs(stderr: bytes) -> list[str]:
     return [line[:MAX_LOG_LINE] for line in lines[-MAX_LOG_LINES:]]
 
 
-def outcome_to_result(outcome: _Outcome, limits: Limits) -> Result:
+def outcome_to_result(outcome: WasmOutcome, limits: Limits) -> Result:
     """Read a run's outcome as a connector result (SPEC §4's stdout protocol)."""
 
     def fail(kind: str, error: str, retryable: bool = False) -> Result:

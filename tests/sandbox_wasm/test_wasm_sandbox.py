@@ -249,3 +249,16 @@ def test_closed_sandbox_refuses(tmp_path) -> None:
     sb.close()
     with pytest.raises(RuntimeError):
         sb.run(ConnectorSpec("wasm", str(ECHO)), PAYLOAD, Limits())
+
+
+def test_close_lets_runs_in_flight_finish(tmp_path, wat: Wat) -> None:
+    sb = WasmSandbox(tmp_path)
+    spec = wat("(loop (br 0))")
+    sb.load(spec.target)
+    results: list[Result] = []
+    worker = threading.Thread(target=lambda: results.append(sb.run(spec, PAYLOAD, Limits(timeout_seconds=0.3))))
+    worker.start()
+    time.sleep(0.05)
+    sb.close()  # returns once the loop hit its deadline
+    worker.join(timeout=5)
+    assert [r.error_kind for r in results] == ["timeout"]
