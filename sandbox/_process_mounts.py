@@ -72,12 +72,21 @@ def expose_plan(paths: Iterable[str]) -> dict[str, set[str]]:
     return plan
 
 
-def make_namespace(hide: Iterable[str]) -> tuple[int, list[str]]:
+#: World-writable places covered by an empty read-only tmpfs: an attempt writes only to its own
+#: dir, and leaves no files behind for the next attempt (or another slot) to find.
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def make_namespace(hide: Iterable[str], workdir: str) -> tuple[int, list[str]]:
     """Build the attempts' mount namespace; returns an fd of it and the paths made reachable.
+
+    ``workdir`` (where the attempts' private dirs are made) stays reachable and writable.
 
     The zygote enters the new namespace to build it and goes back to its own at the end.
     """
-    plan = expose_plan(needed_paths())
+    needed = needed_paths()
+    plan = expose_plan(needed)
+    workdir = os.path.realpath(workdir)
     sources: dict[str, int] = {}
     orig = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -105,6 +114,19 @@ def make_namespace(hide: Iterable[str]) -> tuple[int, list[str]]:
                     mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "mode=000,size=4k")
                 elif os.path.exists(path):
                     mount("/dev/null", path, None, MS_BIND)
+            for shared in SHARED_TMP:
+                if os.path.realpath(shared) != shared or not os.path.isdir(shared):
+                    continue
+                if any(p == shared or p.startswith(shared + "/") for p in needed):
+                    continue  # Python itself lives there (a venv in /tmp)
+                keep = os.open(workdir, os.O_PATH | os.O_CLOEXEC) if workdir.startswith(shared + "/") else None
+                flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+                mount("tmpfs", shared, "tmpfs", flags, "mode=0755,size=64k")
+                if keep is not None:
+                    os.makedirs(workdir, 0o711)
+                    mount(f"/proc/self/fd/{keep}", workdir, None, MS_BIND)
+                    os.close(keep)
+                mount("tmpfs", shared, "tmpfs", flags | MS_REMOUNT | MS_RDONLY, "mode=0755,size=64k")
             ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
         finally:
             setns(orig, CLONE_NEWNS)

@@ -89,14 +89,14 @@ class Zygote:
             os._exit(1)
         prctl(PR_SET_CHILD_SUBREAPER, 1)
 
-    def make_jail(self, hide: list[str]) -> None:
+    def make_jail(self, hide: list[str], workdir: str) -> None:
         """Namespaces for the children; after the imports, so the mount plan sees every module."""
         if self.root:
             self._make_netns()
             try:
                 from sandbox._process_mounts import make_namespace
 
-                self.mntns, self.exposed = make_namespace(hide)
+                self.mntns, self.exposed = make_namespace(hide, workdir)
             except OSError as exc:
                 self.not_enforced.append(
                     f"mount namespace unavailable ({exc.strerror or exc}): hidden paths are visible and "
@@ -362,7 +362,7 @@ def main(cfg: dict[str, Any]) -> None:
                 __import__(name)
             except BaseException as exc:  # a broken connector package must not take the hub down
                 preload_errors[name] = f"{type(exc).__name__}: {exc}"
-        zygote.make_jail(cfg["hide"])
+        zygote.make_jail(cfg["hide"], cfg["workdir"])
         _send(
             zygote.control,
             {

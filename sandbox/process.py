@@ -77,7 +77,13 @@ class _Zygote:
     """One fork server process and its control socket."""
 
     def __init__(
-        self, preload: list[str], slot_ids: list[int], uids: dict[int, int], hide: list[str], timeout: float
+        self,
+        preload: list[str],
+        slot_ids: list[int],
+        uids: dict[int, int],
+        hide: list[str],
+        workdir: str,
+        timeout: float,
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # -I: no PYTHON* variables, no user site, no cwd on the path; the venv's path comes via cfg.
@@ -88,6 +94,7 @@ class _Zygote:
             "slot_ids": slot_ids,
             "uids": uids,
             "hide": hide,
+            "workdir": workdir,
             "control_fd": theirs.fileno(),
             "parent_pid": os.getpid(),
         }
@@ -249,7 +256,7 @@ class ProcessSandbox:
 
     def _start(self, preload: list[str], slot_ids: list[int]) -> _Zygote:
         uids = {slot: self.uids[slot] for slot in slot_ids if slot in self.uids}
-        z = _Zygote(preload, slot_ids, uids, self.hide, self.start_timeout)
+        z = _Zygote(preload, slot_ids, uids, self.hide, self._base, self.start_timeout)
         self.not_enforced = z.not_enforced
         self.preload_errors.update(z.preload_errors)
         return z

@@ -173,3 +173,27 @@ class Chatty(Connector):
         for i in range(5000):
             ctx.log.info("line %d", i)
         return "done"
+
+
+class Nothing(Connector):
+    """The trivial connector the overhead benchmark runs."""
+
+    def run(self, config: dict[str, Any], ctx: Context) -> Any:
+        return ctx.input
+
+
+class Litter(Connector):
+    """Tries to leave files where the next attempt (or another slot) would find them."""
+
+    def run(self, config: dict[str, Any], ctx: Context) -> Any:
+        import tempfile
+
+        done = {}
+        for d in ("/tmp", "/var/tmp", "/dev/shm", tempfile.gettempdir()):
+            try:
+                with open(os.path.join(d, "litter"), "w") as f:
+                    f.write("x")
+                done[d] = "written"
+            except OSError as exc:
+                done[d] = f"denied: {type(exc).__name__}"
+        return done
