@@ -87,12 +87,13 @@ def test_to_dict_is_what_the_api_shows():
 
 def test_extra_plugin_for_one_test():
     registry = load_registry([echo_plugin])
-    assert [i.name for i in registry.list()] == ["echo", "http", "wasm-echo"]
+    assert {"echo", "http", "wasm-echo"} <= set(registry.connectors)
     echo = registry.get("echo")
     assert echo.plugin == "tests.plugins.echo_plugin"
     assert echo.description == "Return the input."  # falls back to the docstring
     assert echo.spec == ConnectorSpec("python", "tests.plugins.echo_plugin:Echo")
-    assert registry.modules == ["connectors.http", "tests.plugins.echo_plugin"]
+    assert {"connectors.http", "tests.plugins.echo_plugin"} <= set(registry.modules)
+    assert registry.modules == sorted(set(registry.modules))
 
 
 def test_wasm_connector_spec():
@@ -227,7 +228,9 @@ def test_validate_config():
 
 
 def test_list_is_sorted():
-    assert [i.name for i in load_registry([echo_plugin]).list()] == ["echo", "http", "wasm-echo"]
+    assert [i.name for i in load_registry([echo_plugin], entry_points=False).list()] == ["echo", "wasm-echo"]
+    names = [i.name for i in load_registry([echo_plugin]).list()]
+    assert names == sorted(names) and "http" in names
 
 
 def test_hand_built_registry():
