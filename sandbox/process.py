@@ -108,6 +108,9 @@ class _Zygote:
                 start_new_session=True,  # no terminal signals (Ctrl-C) to the zygote
                 cwd="/",
             )
+        except OSError as exc:
+            ours.close()
+            raise SandboxStartError(f"sandbox zygote did not start: {exc}") from exc
         finally:
             theirs.close()
         self.control = ours
@@ -216,7 +219,11 @@ class ProcessSandbox:
         return z.pid if z is not None and z.alive() else None
 
     def run(self, spec: ConnectorSpec, payload: dict[str, Any], limits: Limits | None = None) -> Result:
-        """Run one attempt; never raises for anything the connector does."""
+        """Run one attempt; never raises for anything the connector does.
+
+        Waits for a free slot first. Raises ``TypeError`` if ``payload`` is not JSON-serialisable
+        and ``ValueError`` for a non-python ``spec``: both are the caller's bugs.
+        """
         if spec.kind != "python":
             raise ValueError(f"ProcessSandbox runs python connectors, not {spec.kind!r}")
         if self._closed:
