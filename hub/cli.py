@@ -142,6 +142,7 @@ def worker(concurrency: int) -> None:
     from huey.consumer import WORKER_THREAD
 
     hub = _boot(migrate=load_settings().is_sqlite)
+    hub.sandbox_slots = concurrency
     stop = threading.Event()
     threading.Thread(target=_reaper_loop, args=(hub, stop), name="reaper", daemon=True).start()
     consumer = hub.huey.create_consumer(

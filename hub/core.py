@@ -28,6 +28,8 @@ class Hub:
         self.huey = make_huey(settings, immediate=immediate)
         self.tasks = register_tasks(self.huey, self)
         self._sandboxes: dict[str, Any] = {}
+        #: concurrent sandboxed attempts; the worker sets it to its --concurrency
+        self.sandbox_slots = 4
         self._sandbox_lock = threading.Lock()
         self.runtime = RuntimeConfig(
             secret_box=self.secret_box,
@@ -50,7 +52,14 @@ class Hub:
                 if kind == "python":
                     from sandbox.process import ProcessSandbox
 
-                    self._sandboxes[kind] = ProcessSandbox(preload=self.registry.modules)
+                    # Attempts must not see the hub's data (database, secret key) or local DB sockets.
+                    hide = [str(self.settings.data_dir), "/var/run/postgresql", "/run/postgresql",
+                            "/var/run/redis", "/run/redis"]
+                    self._sandboxes[kind] = ProcessSandbox(
+                        preload=self.registry.modules,
+                        slots=self.sandbox_slots,
+                        hide=[p for p in hide if os.path.exists(p)],
+                    )
                 elif kind == "wasm":
                     from sandbox.wasm import WasmSandbox
 
