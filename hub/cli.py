@@ -160,14 +160,25 @@ def worker(concurrency: int) -> None:
 @main.command()
 def scheduler() -> None:
     """Fire schedule triggers and run the reaper."""
+    from hub.db import connection
+    from hub.scheduler import fire_due
+
     hub = _boot(migrate=load_settings().is_sqlite)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo("hookhub scheduler started", err=True)
+    # Schedule slots are checked every second (cron is minute-granular; a slot fires within ~1 s of its
+    # time); the reaper runs at its own interval. Any number of schedulers may run: slot claims are unique.
+    next_reap = time.monotonic()
     try:
-        while not stop.wait(hub.settings.reaper_interval_seconds):
+        while not stop.wait(min(1.0, hub.settings.reaper_interval_seconds)):
             try:
-                hub.reap_once()
+                with connection():
+                    bells = fire_due()
+                hub.ring(bells)
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + hub.settings.reaper_interval_seconds
+                    hub.reap_once()
             except Exception:
                 log.exception("scheduler pass failed; trying again")
     except KeyboardInterrupt:

@@ -249,3 +249,41 @@ ALL_MODELS = [
     Attempt,
     RunEvent,
 ]
+
+
+# --- triggers (issue #6): schedule slot claims, token rotation, delivery log ------------------------
+
+
+class ScheduleSlot(BaseModel):
+    """One schedule slot (a UTC instant) of one trigger. UNIQUE (trigger, slot_at) is the claim: it is
+    inserted in the same transaction as the slot's run, so a slot fires once however many schedulers run."""
+
+    id = BigAutoField()
+    trigger = ForeignKeyField(Trigger, on_delete="CASCADE")
+    slot_at = DateTimeField()
+    status = CharField(max_length=16, default="fired")  # fired | skipped (a misfire under policy skip)
+    run = ForeignKeyField(Run, null=True, on_delete="SET NULL")
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("trigger", "slot_at"), True),)
+
+
+class TriggerToken(BaseModel):
+    """A webhook token still accepted after a rotation, until ``expires_at`` (the overlap window)."""
+
+    id = AutoField()
+    trigger = ForeignKeyField(Trigger, on_delete="CASCADE")
+    token = CharField(max_length=64, unique=True)
+    expires_at = DateTimeField(index=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "webhook_token"  # "trigger_token" is already the name of trigger.token's index
+
+
+# The delivery log also records refused and duplicate deliveries: what was answered, and why.
+Delivery._meta.add_field("status_code", IntegerField(null=True))
+Delivery._meta.add_field("error", TextField(null=True))
+
+ALL_MODELS.extend([ScheduleSlot, TriggerToken])
