@@ -58,6 +58,14 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None,
 
     register_error_handlers(app)
 
+    # --- observability (issue #8): live events (SSE), /metrics, /ui ---------------------------------
+    from hub.api.events.resources import blp as events_blp
+    from hub.api.events.resources import obs_blp
+
+    api.register_blueprint(events_blp)
+    api.register_blueprint(obs_blp)
+    # --- end observability ---------------------------------------------------------------------------
+
     @app.teardown_appcontext
     def _close_db(exc):
         from hub.db import db

@@ -20,8 +20,12 @@ log = logging.getLogger("hookhub")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    from hub.logs import configure  # observability (issue #8): HOOKHUB_LOG_FORMAT=json|text
+
+    try:
+        configure(level, os.environ.get("HOOKHUB_LOG_FORMAT") or "text")
+    except ValueError as exc:
+        _fail(str(exc))
     logging.getLogger("huey").setLevel(logging.WARNING)
     logging.getLogger("peewee").setLevel(logging.WARNING)
 
@@ -98,9 +102,23 @@ def migrate() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=lambda: int(os.environ.get("HOOKHUB_API_WORKERS", "2")), type=int,
               show_default="2", help="API server processes")
-@click.option("--threads", default=16, show_default=True, type=int, help="threads per API process")
-def api(host: str, port: int, workers: int, threads: int) -> None:
+@click.option("--threads", default=16, show_default=True, type=int, help="threads per API process (gthread)")
+@click.option("--server", type=click.Choice(["gevent", "gthread"]), show_default="gevent",
+              default=lambda: os.environ.get("HOOKHUB_API_SERVER", "gevent"),
+              help="gunicorn worker model; gevent holds thousands of live event streams per process")
+def api(host: str, port: int, workers: int, threads: int, server: str) -> None:
     """Serve the REST API and inbound webhooks (gunicorn)."""
+    # observability (issue #8): an open SSE stream holds its handler for as long as it is open; with
+    # gthread each holds a thread (16 streams starve the process), with gevent a greenlet. Patch before
+    # peewee, psycopg2 or redis are imported so their connection state is per greenlet, and make
+    # psycopg2 wait cooperatively (psycogreen). SQLite calls stay blocking but short.
+    if server == "gevent":
+        from gevent import monkey
+
+        monkey.patch_all()
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
     from gunicorn.app.base import BaseApplication
 
     hub = _boot(migrate=load_settings().is_sqlite)
@@ -110,8 +128,9 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
         def load_config(self):
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("worker_class", server)
             self.cfg.set("threads", threads)
+            self.cfg.set("worker_connections", 2000)
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)

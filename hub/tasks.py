@@ -43,6 +43,9 @@ def register_tasks(huey: Huey, hub: Hub) -> dict[str, object]:
             bells = run_node(run_id, node_id, hub.runtime)
         ring(huey, bells, hub.tasks)
 
+    from hub.services.live import instrument  # observability (issue #8): log context + live wake-ups
+
+    instrument(huey, hub)
     return {"execute_node": execute_node}
 
 

@@ -1,0 +1,1 @@
+"""Live run events (SSE), /metrics and the built-in run viewer (/ui)."""
