@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None,
 
     for blp in (system_blp, auth_blp, flows_blp, triggers_blp, runs_blp, hooks_blp):
         api.register_blueprint(blp)
+    from hub.api.dead_letters.resources import blp as dead_letters_blp  # engine (issue #3)
+    api.register_blueprint(dead_letters_blp)
 
     register_error_handlers(app)
 

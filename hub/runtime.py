@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import inspect
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from typing import Any
 import peewee
 
 from hub.crypto import SecretBox
-from hub.db import is_postgres, write_transaction
+from hub.db import connection, is_postgres, write_transaction
 from hub.engine import (
     Edge,
     Flow,
@@ -39,19 +41,25 @@ from hub.engine import (
     render,
     run_outcome,
 )
-from hub.models import Attempt, FlowVersion, NodeRun, Run, RunEvent, Secret, utcnow
+from hub.models import Attempt, DeadLetter, FlowVersion, NodeRun, Run, RunEvent, Secret, utcnow
 from sandbox import Limits, Result
 
 log = logging.getLogger("hookhub.runtime")
 
 __all__ = [
     "Claim",
+    "ControlError",
     "Doorbell",
+    "cancel_run",
+    "redrive_dead_letter",
     "claim_attempt",
     "create_run",
     "execute_node",
     "finish_attempt",
+    "pause_run",
     "reap",
+    "resume_run",
+    "retry_run",
 ]
 
 CLAIMABLE = (NodeStatus.READY.value, NodeStatus.RETRYING.value)
@@ -83,6 +91,8 @@ class RuntimeConfig:
     lease_grace_seconds: float = 10.0
     requeue_after_seconds: float = 15.0
     worker_name: str = "worker"
+    #: how often a worker looks whether the attempt it runs was cancelled (or declared lost)
+    cancel_poll_seconds: float = 0.5
 
 
 # --- flows -----------------------------------------------------------------------------------------
@@ -342,13 +352,63 @@ def execute_node(run_id: int, node_id: str, cfg: RuntimeConfig) -> list[Doorbell
     limits = _limits(node, cfg, network=bool(info.permissions.get("network")))
     started = time.monotonic()
     try:
-        result = cfg.sandbox_for(info.spec.kind).run(info.spec, payload, limits)
+        sandbox = cfg.sandbox_for(info.spec.kind)
+        if _accepts_cancel(sandbox):
+            with CancelWatch(claim.attempt.id, cfg.cancel_poll_seconds) as cancel:
+                result = sandbox.run(info.spec, payload, limits, cancel=cancel)
+        else:
+            result = sandbox.run(info.spec, payload, limits)
     except Exception as exc:  # a sandbox bug must fail the node, never kill the worker
         log.exception("sandbox failed for run %s node %s", run_id, node_id)
         result = Result(ok=False, error=f"sandbox error: {exc}", error_kind="sandbox", retryable=True)
     if not result.duration_ms:
         result.duration_ms = (time.monotonic() - started) * 1000
     return finish_attempt(claim, result, cfg, secrets.used)
+
+
+def _accepts_cancel(sandbox: Any) -> bool:
+    try:
+        return "cancel" in inspect.signature(sandbox.run).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class CancelWatch:
+    """Sets an Event once the attempt stops being ``running`` in the database.
+
+    Cancel is a committed row (the attempt marked ``cancelled``), so it reaches an attempt in any
+    worker process on any machine: this thread polls that one row and the sandbox kills its process
+    group when the event is set. A poll is a primary-key read every ``interval`` seconds.
+    """
+
+    def __init__(self, attempt_id: int, interval: float = 0.5) -> None:
+        self.attempt_id = attempt_id
+        self.interval = interval
+        self.event = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"cancel-watch-{attempt_id}", daemon=True)
+
+    def __enter__(self) -> threading.Event:
+        self._thread.start()
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with connection():
+                    status = (Attempt.select(Attempt.status).where(Attempt.id == self.attempt_id)
+                              .scalar())
+            except Exception:  # a database hiccup must not kill the attempt; look again
+                log.warning("cancel watch: could not read attempt %s", self.attempt_id, exc_info=True)
+                status = "running"
+            if status != "running":
+                self.event.set()
+                return
+            self._stop.wait(self.interval)
 
 
 def _error_doc(result: Result) -> dict[str, Any]:
@@ -410,7 +470,8 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
                        finished_at=now).where(NodeRun.id == node_run.id).execute()
         events.add("node.succeeded", node_id, attempt=attempt.number, duration_ms=result.duration_ms)
     else:
-        decision = decide_retry(node.retry, attempt.number, result.retryable, result.retry_after)
+        used = attempt.number - _attempts_before_reset(run.id, node_id)
+        decision = decide_retry(node.retry, max(used, 1), result.retryable, result.retry_after)
         if decision.retry:
             due = now + dt.timedelta(seconds=decision.delay_seconds)
             NodeRun.update(status=NodeStatus.RETRYING.value, error=error, due_at=due,
@@ -422,6 +483,10 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
         NodeRun.update(status=NodeStatus.FAILED.value, error=error, finished_at=now).where(
             NodeRun.id == node_run.id).execute()
         events.add("node.failed", node_id, attempt=attempt.number, error=error, reason=decision.reason)
+        letter = DeadLetter.create(workspace=run.workspace_id, flow=run.flow_id, run=run.id,
+                                   node_run=node_run.id, node_id=node_id, attempts=attempt.number,
+                                   error=error, created_at=now)
+        events.add("node.dead_lettered", node_id, dead_letter_id=letter.id, attempts=attempt.number)
 
     bells.extend(_advance(run, flow, events, now))
     events.flush()
@@ -482,6 +547,184 @@ def _finish_run(run: Run, flow: Flow, outcome: RunStatus, events: EventLog, now:
     Run.update(status=outcome.value, output=output, error=error, finished_at=now).where(
         Run.id == run.id).execute()
     events.add("run.finished", status=outcome.value, error=error)
+
+
+def _attempts_before_reset(run_id: int, node_id: str) -> int:
+    """Attempts a node had used when it was last reset by a run retry or re-drive (0 if never).
+
+    Attempt numbers continue across resets (keys stay unique), but each reset grants the node's
+    retry policy afresh; the count at reset time is in the ``node.reset`` event.
+    """
+    event = (RunEvent.select(RunEvent.data)
+             .where((RunEvent.run == run_id) & (RunEvent.node_id == node_id) & (RunEvent.type == "node.reset"))
+             .order_by(RunEvent.seq.desc()).first())
+    return int(event.data.get("attempts", 0)) if event is not None else 0
+
+
+# --- run control -----------------------------------------------------------------------------------
+
+
+class ControlError(Exception):
+    """A control action the run's state does not allow (the API answers 409 with ``code``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _locked(run_id: int) -> Run:
+    run = _lock_run(run_id)
+    if run is None:
+        raise ControlError("run_not_found", f"no run with id {run_id}")
+    return run
+
+
+def cancel_run(run_id: int, *, actor: str | None = None) -> Run:
+    """Cancel a running or paused run: every node not finished becomes CANCELLED, at once.
+
+    Running attempts are marked ``cancelled`` in the same transaction; the worker running each one
+    sees that within ``cancel_poll_seconds`` and kills its sandbox, and its late result is only
+    logged (``attempt.late_result``): it cannot resurrect the run.
+    """
+    now = utcnow()
+    with write_transaction():
+        run = _locked(run_id)
+        if RunStatus(run.status).terminal:
+            raise ControlError("run_finished", f"run {run_id} already finished ({run.status})")
+        events = EventLog(run)
+        events.add("run.cancel_requested", actor=actor)
+        running = list(Attempt.select(Attempt.id, Attempt.node_id, Attempt.number)
+                       .where((Attempt.run == run_id) & (Attempt.status == "running")))
+        if running:
+            Attempt.update(status="cancelled", finished_at=now,
+                           error={"message": "cancelled", "kind": "cancelled", "retryable": False}).where(
+                Attempt.id.in_([a.id for a in running])).execute()
+        for a in running:
+            events.add("attempt.cancelled", a.node_id, attempt=a.number)
+        open_nodes = [nr.node_id for nr in NodeRun.select(NodeRun.node_id).where(
+            (NodeRun.run == run_id) & NodeRun.status.not_in(list(TERMINAL_NODE))).order_by(NodeRun.id)]
+        if open_nodes:
+            NodeRun.update(status=NodeStatus.CANCELLED.value, finished_at=now).where(
+                (NodeRun.run == run_id) & NodeRun.node_id.in_(open_nodes)).execute()
+        for node_id in open_nodes:
+            events.add("node.cancelled", node_id)
+        run.status = RunStatus.CANCELLED.value
+        Run.update(status=run.status, error=f"cancelled by {actor}" if actor else "cancelled",
+                   finished_at=now).where(Run.id == run_id).execute()
+        events.add("run.finished", status=run.status, error="cancelled")
+        events.flush()
+    return Run.get_by_id(run_id)
+
+
+def pause_run(run_id: int, *, actor: str | None = None) -> Run:
+    """Start no new attempt until resumed; attempts already running finish and are recorded."""
+    with write_transaction():
+        run = _locked(run_id)
+        if run.status != RunStatus.RUNNING.value:
+            raise ControlError("run_not_running", f"only a running run can be paused; run {run_id} is "
+                               f"{run.status}")
+        Run.update(status=RunStatus.PAUSED.value).where(Run.id == run_id).execute()
+        run.status = RunStatus.PAUSED.value
+        events = EventLog(run)
+        events.add("run.paused", actor=actor)
+        events.flush()
+    return Run.get_by_id(run_id)
+
+
+def resume_run(run_id: int, *, actor: str | None = None) -> tuple[Run, list[Doorbell]]:
+    """Resume a paused run: ring every ready node, and every waiting retry at its due time."""
+    now = utcnow()
+    with write_transaction():
+        run = _locked(run_id)
+        if run.status != RunStatus.PAUSED.value:
+            raise ControlError("run_not_paused", f"only a paused run can be resumed; run {run_id} is "
+                               f"{run.status}")
+        Run.update(status=RunStatus.RUNNING.value).where(Run.id == run_id).execute()
+        run.status = RunStatus.RUNNING.value
+        events = EventLog(run)
+        events.add("run.resumed", actor=actor)
+        bells = []
+        for nr in NodeRun.select().where((NodeRun.run == run_id) & NodeRun.status.in_(CLAIMABLE)):
+            due = nr.due_at if nr.due_at is not None and nr.due_at > now else None
+            bells.append(Doorbell(run_id, nr.node_id, eta=due))
+            NodeRun.update(enqueued_at=due or now).where(NodeRun.id == nr.id).execute()
+        events.flush()
+    return Run.get_by_id(run_id), bells
+
+
+def retry_run(run_id: int, node_ids: Iterable[str] | None = None, *, actor: str | None = None,
+              require_finished: bool = True) -> tuple[Run, list[Doorbell]]:
+    """Run a failed or cancelled run again from where it broke, under the same run id.
+
+    The given nodes (default: every FAILED or CANCELLED node) and their FAILED, SKIPPED or
+    CANCELLED descendants go back to PENDING; SUCCEEDED nodes keep their outputs and are not run
+    again. Attempt numbers continue (so keys stay unique) and each reset node gets its retry policy
+    afresh. Open dead letters of the reset nodes are marked ``redriven``.
+    ``require_finished=False`` (a dead-letter re-drive) also accepts a run still running or paused.
+    """
+    now = utcnow()
+    with write_transaction():
+        run = _locked(run_id)
+        status = RunStatus(run.status)
+        if status == RunStatus.SUCCEEDED:
+            raise ControlError("run_succeeded", f"run {run_id} succeeded; start a new run instead")
+        if require_finished and not status.terminal:
+            raise ControlError("run_not_finished", f"run {run_id} is {run.status}; only a failed or "
+                               "cancelled run can be retried")
+        flow = load_flow(run.flow_id, run.flow_version)
+        node_runs = {nr.node_id: nr for nr in NodeRun.select().where(NodeRun.run == run_id)}
+        redo = {NodeStatus.FAILED.value, NodeStatus.CANCELLED.value}
+        if node_ids is None:
+            targets = [n for n, nr in node_runs.items() if nr.status in redo]
+        else:
+            targets = list(dict.fromkeys(node_ids))
+            for n in targets:
+                if n not in node_runs:
+                    raise ControlError("node_not_found", f"run {run_id} has no node {n!r}")
+                if node_runs[n].status not in redo:
+                    raise ControlError("node_not_failed", f"node {n!r} of run {run_id} is "
+                                       f"{node_runs[n].status}; only failed or cancelled nodes are retried")
+        if not targets:
+            raise ControlError("nothing_to_retry", f"run {run_id} has no failed or cancelled node")
+        reset = set(targets)
+        again = redo | {NodeStatus.SKIPPED.value}
+        for node_id in flow.topological_order():
+            if node_id not in reset and node_runs[node_id].status in again and any(
+                    p in reset for p in flow.predecessors(node_id)):
+                reset.add(node_id)
+        order = [n for n in flow.topological_order() if n in reset]
+
+        events = EventLog(run)
+        events.add("run.retry_requested", actor=actor, nodes=targets)
+        NodeRun.update(status=NodeStatus.PENDING.value, output=None, error=None, due_at=None,
+                       enqueued_at=None, started_at=None, finished_at=None).where(
+            (NodeRun.run == run_id) & NodeRun.node_id.in_(order)).execute()
+        for node_id in order:
+            events.add("node.reset", node_id, attempts=node_runs[node_id].attempts,
+                       previous=node_runs[node_id].status)
+        DeadLetter.update(status="redriven", redriven_at=now).where(
+            (DeadLetter.run == run_id) & DeadLetter.node_id.in_(order) & (DeadLetter.status == "open")
+        ).execute()
+        if status.terminal:
+            run.status = RunStatus.RUNNING.value
+            Run.update(status=run.status, output=None, error=None, finished_at=None).where(
+                Run.id == run_id).execute()
+            events.add("run.resumed", actor=actor, reason="retry")
+        bells = _advance(run, flow, events, now)
+        events.flush()
+    return Run.get_by_id(run_id), (bells if run.status == RunStatus.RUNNING.value else [])
+
+
+def redrive_dead_letter(letter_id: int, *, actor: str | None = None) -> tuple[DeadLetter, list[Doorbell]]:
+    """Re-drive one dead letter: its node (and what its failure skipped) runs again in its run."""
+    letter = DeadLetter.get_or_none(DeadLetter.id == letter_id)
+    if letter is None:
+        raise ControlError("dead_letter_not_found", f"no dead letter with id {letter_id}")
+    if letter.status != "open":
+        raise ControlError("dead_letter_redriven", f"dead letter {letter_id} was already re-driven")
+    _run, bells = retry_run(letter.run_id, [letter.node_id], actor=actor, require_finished=False)
+    return DeadLetter.get_by_id(letter_id), bells
 
 
 # --- the reaper ------------------------------------------------------------------------------------

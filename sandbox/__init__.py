@@ -48,7 +48,8 @@ class Result:
     output: Any = None
     #: human-readable, e.g. "timed out after 30 s", "exceeded memory limit 256 MiB"
     error: str | None = None
-    #: stable machine code: connector, timeout, memory, output_too_large, network, crashed, bad_output
+    #: stable machine code: connector, timeout, memory, output_too_large, network, crashed, bad_output,
+    #: cancelled (the caller set the run's cancel event)
     error_kind: str | None = None
     retryable: bool = False
     retry_after: float | None = None

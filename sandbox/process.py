@@ -53,6 +53,7 @@ LEASE_DIR = "/run/hookhub-sandbox" if os.path.isdir("/run") else "/var/tmp/hookh
 MAX_LOG_LINES = 1000
 #: How long a killed attempt may take to be reported dead before the zygote is deemed stuck.
 KILL_GRACE = 5.0
+CANCEL_POLL = 0.1  # how often a running attempt looks at its cancel event
 _BOOTSTRAP = """\
 import json, site, sys
 cfg = json.loads(sys.argv[1])
@@ -218,11 +219,14 @@ class ProcessSandbox:
         z = self._zygote
         return z.pid if z is not None and z.alive() else None
 
-    def run(self, spec: ConnectorSpec, payload: dict[str, Any], limits: Limits | None = None) -> Result:
+    def run(self, spec: ConnectorSpec, payload: dict[str, Any], limits: Limits | None = None,
+            cancel: threading.Event | None = None) -> Result:
         """Run one attempt; never raises for anything the connector does.
 
         Waits for a free slot first. Raises ``TypeError`` if ``payload`` is not JSON-serialisable
-        and ``ValueError`` for a non-python ``spec``: both are the caller's bugs.
+        and ``ValueError`` for a non-python ``spec``: both are the caller's bugs. Setting ``cancel``
+        kills the attempt's process group (checked about every 0.1 s) and returns a failed result
+        with ``error_kind="cancelled"``.
         """
         if spec.kind != "python":
             raise ValueError(f"ProcessSandbox runs python connectors, not {spec.kind!r}")
@@ -230,11 +234,13 @@ class ProcessSandbox:
             raise RuntimeError("ProcessSandbox is closed")
         limits = limits or Limits()
         body = json.dumps(payload).encode()
+        if cancel is not None and cancel.is_set():
+            return Result(ok=False, error="cancelled before it started", error_kind="cancelled")
         slot = self._free.get()
         start = time.monotonic()
         tmpdir = tempfile.mkdtemp(prefix=f"slot{slot}-", dir=self._base)
         try:
-            result = self._run_in_slot(spec, body, limits, slot, tmpdir)
+            result = self._run_in_slot(spec, body, limits, slot, tmpdir, cancel)
         finally:
             _rmtree(tmpdir)
             self._free.put(slot)
@@ -283,7 +289,8 @@ class ProcessSandbox:
             if self._zygote is z:
                 self._zygote = None
 
-    def _run_in_slot(self, spec: ConnectorSpec, body: bytes, limits: Limits, slot: int, tmpdir: str) -> Result:
+    def _run_in_slot(self, spec: ConnectorSpec, body: bytes, limits: Limits, slot: int, tmpdir: str,
+                     cancel: threading.Event | None = None) -> Result:
         req = {
             "op": "run",
             "target": spec.target,
@@ -306,7 +313,7 @@ class ProcessSandbox:
             except SandboxStartError as exc:
                 return Result(ok=False, error=str(exc), error_kind="crashed", retryable=True)
             try:
-                return _Attempt(z, req, body, limits).run()
+                return _Attempt(z, req, body, limits, cancel).run()
             except _Lost:
                 self._discard(z)
             finally:
@@ -318,8 +325,10 @@ class ProcessSandbox:
 class _Attempt:
     """The parent's side of one attempt: feed the payload, collect frames, enforce time and size."""
 
-    def __init__(self, z: _Zygote, req: dict[str, Any], body: bytes, limits: Limits) -> None:
+    def __init__(self, z: _Zygote, req: dict[str, Any], body: bytes, limits: Limits,
+                 cancel: threading.Event | None = None) -> None:
         self.z = z
+        self.cancel = cancel
         self.req = req
         self.body = body
         self.limits = limits
@@ -386,11 +395,15 @@ class _Attempt:
                 now = time.monotonic()
                 if self.killed_for is None and now >= deadline:
                     self._kill("timeout")
+                if self.killed_for is None and self.cancel is not None and self.cancel.is_set():
+                    self._kill("cancelled")
                 if self.killed_for is not None and now >= self.killed_at + KILL_GRACE:
                     # The zygote did not report the kill: it is stuck. Replace it.
                     self.z.kill()
                     return None
                 wait = deadline - now if self.killed_for is None else self.killed_at + KILL_GRACE - now
+                if self.cancel is not None and self.killed_for is None:
+                    wait = min(wait, CANCEL_POLL)  # an Event cannot wake select(): look every so often
                 for key, _ in sel.select(max(wait, 0)):
                     if key.fileobj is data:
                         reading = self._read(data)
@@ -467,6 +480,8 @@ class _Attempt:
             )
 
         too_large = f"output larger than {_size(limits.max_output_bytes)}"
+        if self.killed_for == "cancelled":
+            return fail("cancelled while running", "cancelled")
         if self.killed_for == "timeout":
             return fail(f"timed out after {_num(limits.timeout_seconds)} s", "timeout", retryable=True)
         if self.killed_for == "output_too_large":

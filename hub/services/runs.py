@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub import runtime
+from hub.api.errors import ApiError
 from hub.db import write_transaction
-from hub.models import Attempt, Flow, NodeRun, Run
-from hub.runtime import Doorbell, create_run
+from hub.models import Attempt, DeadLetter, Flow, NodeRun, Run
+from hub.runtime import ControlError, Doorbell, create_run
 from hub.services.flows import get_version
 
 
@@ -39,7 +41,7 @@ def run_detail(run: Run) -> dict[str, Any]:
     attempts: dict[str, list[dict[str, Any]]] = {}
     for a in Attempt.select().where(Attempt.run == run.id).order_by(Attempt.node_id, Attempt.number):
         attempts.setdefault(a.node_id, []).append(
-            {"number": a.number, "status": a.status, "key": a.key, "error": a.error,
+            {"number": a.number, "status": a.status, "key": a.key, "worker": a.worker, "error": a.error,
              "started_at": _ts(a.started_at), "finished_at": _ts(a.finished_at),
              "duration_ms": a.duration_ms}
         )
@@ -58,3 +60,60 @@ def run_detail(run: Run) -> dict[str, Any]:
         for nr in NodeRun.select().where(NodeRun.run == run.id).order_by(NodeRun.id)
     ]
     return {**run_summary(run), "output": run.output, "trigger": run.trigger_data, "nodes": nodes}
+
+
+# --- run control (cancel, pause, resume, retry) and dead letters ------------------------------------
+
+
+def _conflict(exc: ControlError) -> ApiError:
+    status = 404 if exc.code.endswith("_not_found") and exc.code != "node_not_found" else 409
+    return ApiError(status, exc.code, exc.message)
+
+
+def cancel(run: Run, actor: str | None = None) -> Run:
+    try:
+        return runtime.cancel_run(run.id, actor=actor)
+    except ControlError as exc:
+        raise _conflict(exc) from None
+
+
+def pause(run: Run, actor: str | None = None) -> Run:
+    try:
+        return runtime.pause_run(run.id, actor=actor)
+    except ControlError as exc:
+        raise _conflict(exc) from None
+
+
+def resume(run: Run, actor: str | None = None) -> tuple[Run, list[Doorbell]]:
+    try:
+        return runtime.resume_run(run.id, actor=actor)
+    except ControlError as exc:
+        raise _conflict(exc) from None
+
+
+def retry(run: Run, nodes: list[str] | None = None, actor: str | None = None) -> tuple[Run, list[Doorbell]]:
+    try:
+        return runtime.retry_run(run.id, nodes, actor=actor)
+    except ControlError as exc:
+        raise _conflict(exc) from None
+
+
+def redrive(letter: DeadLetter, actor: str | None = None) -> tuple[DeadLetter, list[Doorbell]]:
+    try:
+        return runtime.redrive_dead_letter(letter.id, actor=actor)
+    except ControlError as exc:
+        raise _conflict(exc) from None
+
+
+def dead_letter_doc(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "flow_id": letter.flow_id,
+        "run_id": letter.run_id,
+        "node_id": letter.node_id,
+        "attempts": letter.attempts,
+        "error": letter.error,
+        "status": letter.status,
+        "created_at": _ts(letter.created_at),
+        "redriven_at": _ts(letter.redriven_at),
+    }

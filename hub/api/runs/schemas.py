@@ -20,6 +20,7 @@ class AttemptSchema(Schema):
     number = fields.Integer()
     status = fields.String()
     key = fields.String(metadata={"description": "sha256(run:node:attempt), unique"})
+    worker = fields.String(allow_none=True, metadata={"description": "host:pid of the worker that claimed it"})
     error = fields.Raw(allow_none=True)
     started_at = fields.String(allow_none=True)
     finished_at = fields.String(allow_none=True)
@@ -50,3 +51,8 @@ class RunListArgs(PageArgs):
 
 
 RunPageSchema = envelope(RunSchema)
+
+
+class RetryRequestSchema(Schema):
+    nodes = fields.List(fields.String(validate=validate.Length(min=1, max=64)), validate=validate.Length(min=1),
+                        metadata={"description": "retry only these failed or cancelled nodes (default: all)"})
