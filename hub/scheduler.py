@@ -138,10 +138,11 @@ def fire_due(now: dt.datetime | None = None) -> list[Doorbell]:
     can drive a simulated day; ring the returned bells after this returns (everything is committed)."""
     now = now or utcnow()
     last_slot = fn.MAX(ScheduleSlot.slot_at)
-    rows = (Trigger.select(Trigger, last_slot.alias("last_slot"))
-            .join(ScheduleSlot, JOIN.LEFT_OUTER, on=(ScheduleSlot.trigger == Trigger.id))
-            .where((Trigger.type == "schedule") & (Trigger.enabled == True))  # noqa: E712
-            .group_by(Trigger.id))
+    # Read all first: an open cursor would hold SQLite's read lock into the write transactions below.
+    rows = list(Trigger.select(Trigger, last_slot.alias("last_slot"))
+                .join(ScheduleSlot, JOIN.LEFT_OUTER, on=(ScheduleSlot.trigger == Trigger.id))
+                .where((Trigger.type == "schedule") & (Trigger.enabled == True))  # noqa: E712
+                .group_by(Trigger.id))
     bells: list[Doorbell] = []
     for trigger in rows:
         try:

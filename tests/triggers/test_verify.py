@@ -40,7 +40,8 @@ def stripe(body, ts, secret=SECRET):
 
 def slack(body, ts, secret=SECRET):
     # https://api.slack.com/authentication/verifying-requests-from-slack: "v0:{ts}:{body}"
-    return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": "v0=" + hexmac(secret, f"v0:{ts}:".encode() + body)}
+    return {"X-Slack-Request-Timestamp": str(ts),
+            "X-Slack-Signature": "v0=" + hexmac(secret, f"v0:{ts}:".encode() + body)}
 
 
 WHSEC = "whsec_" + base64.b64encode(b"standard-webhooks-test-key-0123").decode()
