@@ -117,15 +117,21 @@ def make_namespace(hide: Iterable[str], workdir: str) -> tuple[int, list[str]]:
             for shared in SHARED_TMP:
                 if os.path.realpath(shared) != shared or not os.path.isdir(shared):
                     continue
-                if any(p == shared or p.startswith(shared + "/") for p in needed):
-                    continue  # Python itself lives there (a venv in /tmp)
-                keep = os.open(workdir, os.O_PATH | os.O_CLOEXEC) if workdir.startswith(shared + "/") else None
+                # What must stay reachable below it: the attempts' workdir (writable) and, when Python
+                # itself lives there (a venv or checkout in /tmp), those paths, read-only.
+                inside = sorted(p for p in needed if p.startswith(shared + "/"))
+                python_paths = [p for p in inside if not any(p.startswith(q + "/") for q in inside if q != p)]
+                keeps = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC), True) for p in python_paths]
+                if workdir.startswith(shared + "/"):
+                    keeps.append((workdir, os.open(workdir, os.O_PATH | os.O_CLOEXEC), False))
                 flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
                 mount("tmpfs", shared, "tmpfs", flags, "mode=0755,size=64k")
-                if keep is not None:
-                    os.makedirs(workdir, 0o711)
-                    mount(f"/proc/self/fd/{keep}", workdir, None, MS_BIND)
-                    os.close(keep)
+                for path, fd, read_only in keeps:
+                    os.makedirs(path, 0o711, exist_ok=True)
+                    mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+                    if read_only:
+                        mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+                    os.close(fd)
                 mount("tmpfs", shared, "tmpfs", flags | MS_REMOUNT | MS_RDONLY, "mode=0755,size=64k")
             ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
         finally:
