@@ -288,6 +288,7 @@ Delivery._meta.add_field("error", TextField(null=True))
 
 ALL_MODELS.extend([ScheduleSlot, TriggerToken])
 
+
 # --- engine (issue #3): dead letters ----------------------------------------------------------------
 
 
