@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None,
     api = Api(app, spec_kwargs={
         "info": {"description": "Webhook automation hub: flows, triggers, runs and connectors."},
     })
-    api.spec.components.security_scheme("bearerAuth", SECURITY_SCHEMES["bearerAuth"])
+    for _name, _scheme in SECURITY_SCHEMES.items():  # security (issue #7): bearer tokens and API keys
+        api.spec.components.security_scheme(_name, _scheme)
     api.spec.components.schema("Problem", schema=ProblemSchema)
     api.ERROR_SCHEMA = ProblemSchema
 
@@ -59,6 +60,22 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None,
     api.register_blueprint(dead_letters_blp)
 
     register_error_handlers(app)
+
+    # --- security (issue #7): management blueprints, request ids, headers, CORS, rate limits -------
+    from hub.api.api_keys.resources import blp as api_keys_blp
+    from hub.api.middleware import init_middleware
+    from hub.api.openapi_docs import document_errors
+    from hub.api.ratelimit import init_rate_limits
+    from hub.api.secrets.resources import blp as secrets_blp
+    from hub.api.users.resources import blp as users_blp
+    from hub.api.workspaces.resources import blp as workspaces_blp
+
+    for blp in (api_keys_blp, secrets_blp, workspaces_blp, users_blp):
+        api.register_blueprint(blp)
+    init_middleware(app)
+    init_rate_limits(app)
+    document_errors(api)
+    # --- end security ------------------------------------------------------------------------------
 
     # --- observability (issue #8): live events (SSE), /metrics, /ui ---------------------------------
     from hub.api.events.resources import blp as events_blp

@@ -314,3 +314,19 @@ class DeadLetter(BaseModel):
 
 
 ALL_MODELS.append(DeadLetter)
+
+
+# --- security (issue #7): access tokens revoked before they expire ----------------------------------
+
+
+class RevokedAccessToken(BaseModel):
+    """A logged-out access token's ``jti``: refused until its ``exp``, then safe to delete."""
+
+    id = AutoField()
+    jti = CharField(max_length=64, unique=True)
+    user = ForeignKeyField(User, on_delete="CASCADE")
+    expires_at = DateTimeField(index=True)
+    created_at = DateTimeField(default=utcnow)
+
+
+ALL_MODELS.append(RevokedAccessToken)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app, g, request
+from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -14,7 +14,7 @@ from hub.api.auth.schemas import (
     TokenSchema,
     UserSchema,
 )
-from hub.api.security import auth_required, current_principal
+from hub.api.security import auth_required, current_principal, has_credentials
 from hub.models import User
 from hub.services import auth
 
@@ -36,7 +36,7 @@ class Register(MethodView):
     @blp.response(201, UserSchema)
     def post(self, body):
         """Create a user; the first user becomes admin. Later users need open registration or an admin."""
-        caller = current_principal() if request.headers.get("Authorization") else None
+        caller = current_principal() if has_credentials() else None
         user = auth.register(body["email"], body["password"], settings=_settings(), caller=caller)
         return _user_doc(user, auth._principal(user, None))
 
@@ -62,12 +62,12 @@ class Refresh(MethodView):
 
 @blp.route("/logout")
 class Logout(MethodView):
-    @auth_required()
+    @auth_required(token_only=True)
     @blp.arguments(LogoutSchema)
     @blp.response(204)
     def post(self, body):
-        """Revoke the session of the given refresh token (or every session of the caller)"""
-        auth.logout(body.get("refresh_token"), g.principal.user_id)
+        """Revoke this access token and the given refresh token's session (without one: every session)"""
+        auth.logout(body.get("refresh_token"), g.principal)
 
 
 @blp.route("/me")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from flask import current_app, g, request
+import yaml
+from flask import Response, current_app, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from hub.api.errors import ApiError
 from hub.api.flows.schemas import (
     FLOW_BODY_DOC,
+    DuplicateSchema,
+    ExportArgs,
     FlowListArgs,
     FlowPageSchema,
     FlowSchema,
+    FlowStatsSchema,
     FlowVersionPageSchema,
+    ImportArgs,
     RunRequestSchema,
     ValidationResultSchema,
 )
@@ -21,6 +26,7 @@ from hub.api.runs.schemas import RunSchema
 from hub.api.security import auth_required
 from hub.engine import FlowInvalid, parse_flow
 from hub.models import Flow, FlowVersion
+from hub.services import flow_management
 from hub.services import flows as flow_service
 from hub.services.runs import run_summary, start_manual_run
 
@@ -138,3 +144,67 @@ class FlowRuns(MethodView):
         run, bells = start_manual_run(flow, body.get("payload"), version=body.get("version"))
         _hub().ring(bells)
         return run_summary(run)
+
+
+# --- security/management (issue #7): duplicate, export, import, stats -------------------------------
+
+YAML_BODY_DOC = {"responses": {"200": {
+    "description": "the flow document as YAML (an attachment named after the flow)",
+    "content": {"application/yaml": {"schema": {"type": "string"},
+                                     "example": "name: hello\nnodes:\n- id: get\n  connector: http\n"}}}}}
+
+
+@blp.route("/<int:flow_id>/duplicate")
+class FlowDuplicate(MethodView):
+    @auth_required("editor")
+    @blp.arguments(DuplicateSchema)
+    @blp.response(201, FlowSchema)
+    def post(self, body, flow_id):
+        """Copy a flow's latest document into a new flow (no triggers, no runs)"""
+        source = get_flow(flow_id)
+        flow = flow_management.duplicate_flow(source, body.get("name"), _hub().registry)
+        return flow_doc(flow)
+
+
+@blp.route("/<int:flow_id>/export")
+class FlowExport(MethodView):
+    @auth_required()
+    @blp.arguments(ExportArgs, location="query")
+    @blp.doc(**YAML_BODY_DOC)
+    def get(self, args, flow_id):
+        """Export a flow's document as YAML (re-import it with POST /api/v1/flows/import)"""
+        flow = get_flow(flow_id)
+        version = FlowVersion.get_or_none((FlowVersion.flow == flow.id)
+                                          & (FlowVersion.version == (args["version"] or flow.latest_version)))
+        if version is None:
+            raise ApiError(404, "version_not_found", f"flow {flow_id} has no version {args['version']}")
+        text = yaml.safe_dump(version.document, sort_keys=False, allow_unicode=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in flow.name)[:100] or "flow"
+        return Response(text, mimetype="application/yaml", headers={
+            "Content-Disposition": f'attachment; filename="{safe}.yaml"'})
+
+
+@blp.route("/import")
+class FlowImport(MethodView):
+    @auth_required("editor")
+    @blp.arguments(ImportArgs, location="query")
+    @blp.doc(**FLOW_BODY_DOC)
+    @blp.response(201, FlowSchema)
+    @blp.alt_response(200, schema=FlowSchema, description="replaced: the existing flow's new version")
+    def post(self, args, **_):
+        """Import a flow document (YAML or JSON, e.g. from export); `replace=true` updates a flow of that name"""
+        doc = _document()
+        flow_service.validate_document(doc, _hub().registry)
+        existing = Flow.get_or_none((Flow.workspace == g.principal.workspace_id) & (Flow.name == doc["name"]))
+        if existing is not None and args["replace"]:
+            return flow_doc(flow_service.update_flow(existing, doc, _hub().registry)), 200
+        return flow_doc(flow_service.create_flow(g.principal.workspace_id, doc, _hub().registry)), 201
+
+
+@blp.route("/<int:flow_id>/stats")
+class FlowStats(MethodView):
+    @auth_required()
+    @blp.response(200, FlowStatsSchema)
+    def get(self, flow_id):
+        """Per-flow statistics: runs by status and run durations"""
+        return flow_management.flow_stats(get_flow(flow_id))

@@ -1,4 +1,4 @@
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from hub.api.pagination import PageArgs, envelope
 
@@ -47,3 +47,44 @@ FLOW_BODY_DOC = {
         },
     }
 }
+
+
+# --- security/management (issue #7): duplicate, export, import, stats -------------------------------
+
+
+class DuplicateSchema(Schema):
+    name = fields.String(load_default=None, validate=validate.Length(min=1, max=200),
+                         metadata={"description": 'the copy\'s name (default: "NAME (copy)")', "example": "hello-v2"})
+
+
+class ExportArgs(Schema):
+    version = fields.Integer(load_default=None, validate=validate.Range(min=1),
+                             metadata={"description": "export this version instead of the latest"})
+
+
+class ImportArgs(Schema):
+    replace = fields.Boolean(load_default=False, metadata={
+        "description": "a flow of the same name gets the document as its new version instead of a 409"})
+
+
+class StatusCountsSchema(Schema):
+    total = fields.Integer(metadata={"example": 12})
+    by_status = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                            metadata={"example": {"succeeded": 10, "failed": 2}})
+
+
+class DurationsSchema(Schema):
+    count = fields.Integer(metadata={"description": "finished runs measured", "example": 12})
+    min_ms = fields.Float(allow_none=True, metadata={"example": 120.5})
+    mean_ms = fields.Float(allow_none=True, metadata={"example": 340.0})
+    p50_ms = fields.Float(allow_none=True, metadata={"example": 300.1})
+    p95_ms = fields.Float(allow_none=True, metadata={"example": 910.0})
+    max_ms = fields.Float(allow_none=True, metadata={"example": 1200.0})
+
+
+class FlowStatsSchema(Schema):
+    flow_id = fields.Integer(metadata={"example": 1})
+    runs = fields.Nested(StatusCountsSchema)
+    durations = fields.Nested(DurationsSchema, metadata={
+        "description": "run durations (created → finished) of the most recent finished runs (at most 10000)"})
+    last_run_at = fields.String(allow_none=True, metadata={"example": "2025-01-01T12:00:00.000Z"})

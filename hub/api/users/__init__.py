@@ -1,0 +1,1 @@
+"""Users (hub administration) resource."""

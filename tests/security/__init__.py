@@ -1,0 +1,1 @@
+"""Security: tokens, API keys, roles, workspace isolation, secrets, rate limits, headers, OpenAPI."""
