@@ -136,3 +136,33 @@ def _literal_host(url: str) -> str | None:
         return str(ipaddress.ip_address(host)) if host else None
     except ValueError:
         return None
+
+
+# --- raw sockets (SMTP and other non-HTTP protocols) ------------------------------------------
+
+
+def guarded_connect(
+    host: str,
+    port: int,
+    allowed_private_networks: Iterable[str] = (),
+    *,
+    scheme: str,
+    timeout: float | None = None,
+):
+    """A TCP socket to ``host:port`` under the same policy as :func:`guarded_session`.
+
+    The name is resolved once, every answer is checked, and the socket is connected to an address
+    that was checked (ssrfguard's ``resolve`` + ``connect``). ``scheme`` only names the protocol
+    in errors (``smtp``, ``smtps``). Raises :data:`GuardError` for a refused address, ``OSError``
+    (``socket.gaierror``, ``TimeoutError``, …) for network failures.
+    """
+    import dataclasses
+
+    import ssrfguard
+
+    base = policy(allowed_private_networks)
+    rule = dataclasses.replace(base, allowed_schemes=frozenset({scheme}))
+    literal = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    target = rule.check_url(f"{scheme}://{literal}:{int(port)}/")
+    addresses = ssrfguard.resolve(target, policy=rule)
+    return ssrfguard.connect(addresses, policy=rule, timeout=timeout)

@@ -61,9 +61,11 @@ class Hub:
                         hide=[p for p in hide if os.path.exists(p)],
                     )
                 elif kind == "wasm":
-                    from sandbox.wasm import WasmSandbox
+                    # WasmSandbox plus the `code` connector (CPython for WASI), which registers as a
+                    # WASM connector with a marker module (connectors/_code_runtime.py)
+                    from connectors._code_runtime import HubWasmSandbox
 
-                    self._sandboxes[kind] = WasmSandbox(self.settings.data_dir / "wasm-cache")
+                    self._sandboxes[kind] = HubWasmSandbox(self.settings.data_dir / "wasm-cache")
                 else:
                     raise ValueError(f"unknown sandbox kind {kind!r}")
             return self._sandboxes[kind]
