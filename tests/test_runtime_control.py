@@ -334,3 +334,52 @@ def test_a_waiting_retry_survives_a_restart_with_an_empty_queue(backend, sink):
                 "failed", "succeeded"]
     finally:
         second.close()
+
+
+# --- the flow format, end to end through the runtime -----------------------------------------------
+
+
+def test_expression_edges_join_any_skip_propagation_and_output(hub, sink):
+    sink.respond("/bad", (400, {"no": True}))
+    doc = {
+        "name": "branches",
+        "output": {"picked": "{{ nodes.pick.output }}", "handled": "{{ nodes.handler.status }}"},
+        "nodes": [
+            {"id": "n", "connector": "transform", "config": {"value": "{{ trigger.body.n }}"}},
+            {"id": "big", "connector": "transform", "config": {"value": "big"}},
+            {"id": "small", "connector": "transform", "config": {"value": "small"}},
+            {"id": "after_small", "connector": "transform", "config": {"value": 1}},
+            {"id": "pick", "connector": "transform", "join": "any",
+             "config": {"value": "{{ nodes.big.output or nodes.small.output }}"}},
+            {"id": "bad", "connector": "http", "config": {"url": f"{sink.url}/bad"}},
+            {"id": "handler", "connector": "transform", "config": {"value": "{{ nodes.bad.error.message }}"}},
+        ],
+        "edges": [
+            {"from": "n", "to": "big", "when": "{{ nodes.n.output > 10 }}"},
+            {"from": "n", "to": "small", "when": "{{ nodes.n.output <= 10 }}"},
+            {"from": "small", "to": "after_small"},
+            {"from": "big", "to": "pick"}, {"from": "small", "to": "pick"},
+            {"from": "bad", "to": "handler", "when": "on_failure"},
+        ],
+    }
+    run = _run(_flow(doc), body={"n": 42})
+    _drain(run.id, hub)
+    run = Run.get_by_id(run.id)
+    assert _statuses(run.id) == {"n": "succeeded", "big": "succeeded", "small": "skipped",
+                                 "after_small": "skipped", "pick": "succeeded", "bad": "failed",
+                                 "handler": "succeeded"}
+    # bad's failure is handled by an on_failure edge, so the run succeeds; its output is typed
+    assert run.status == "succeeded"
+    assert run.output == {"picked": "big", "handled": "succeeded"}
+
+
+def test_a_node_timeout_reaches_the_sandbox(hub, sink):
+    sink.respond("/slow", (200, {}, 10))
+    run = _run(_flow({"name": "t", "nodes": [
+        {"id": "slow", "connector": "http", "config": {"url": f"{sink.url}/slow"}, "timeout_seconds": 1,
+         "retry": {"max_attempts": 1}}]}))
+    started = time.monotonic()
+    execute_node(run.id, "slow", hub.runtime)
+    assert time.monotonic() - started < 8
+    node = NodeRun.get(NodeRun.run == run.id)
+    assert node.status == "failed" and node.error["kind"] == "timeout" and node.error["retryable"] is True

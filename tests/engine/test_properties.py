@@ -137,6 +137,12 @@ def test_random_runs_terminate_under_the_rules(doc, data):
     # a run with no failure and no cancellation always succeeds
     if all(s in (N.SUCCEEDED, N.SKIPPED) for s in statuses.values()):
         assert outcome == "succeeded"
+    # the outcome rule, restated: a failure fails the run unless the flow handles it (continue_on_error,
+    # or an outgoing edge other than on_success); then any cancellation cancels it
+    unhandled = [n for n, s in statuses.items() if s is N.FAILED and not flow.nodes[n].continue_on_error
+                 and all(e.when == "on_success" for e in flow.outgoing(n))]
+    expected = "failed" if unhandled else "cancelled" if N.CANCELLED in statuses.values() else "succeeded"
+    assert outcome == expected
 
 
 @settings(max_examples=100, deadline=None)
