@@ -408,5 +408,46 @@ def connectors_list(as_json: bool) -> None:
         click.echo(f"error: {problem.plugin}: {problem.message}", err=True)
 
 
+# --- connectors: scaffold and warm-up (connector platform, issue #5) ------------------------------
+
+
+@connectors.command("new")
+@click.argument("name")
+@click.option("--dir", "dest", default=".", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="where to create the package directory")
+@click.option("--description", default=None, help="one line saying what the connector does")
+def connectors_new(name: str, dest: Path, description: str | None) -> None:
+    """Scaffold a ready-to-publish connector package (setup.cfg entry point, connector, README, tests)."""
+    from hub.scaffold import ScaffoldError, render_package
+
+    try:
+        root, written = render_package(name, dest, description)
+    except ScaffoldError as exc:
+        _fail(str(exc))
+    for path in written:
+        click.echo(f"created {path}")
+    click.echo(f"\nnext: cd {root} && pip install -e '.[test]' && pytest")
+
+
+@connectors.command("warm")
+def connectors_warm() -> None:
+    """Compile CPython for WebAssembly (the code connector) into the data dir's cache, once.
+
+    Run it at deploy time (or in an image build) so no worker compiles it during a run.
+    """
+    from connectors._code_runtime import HubWasmSandbox
+    from sandbox.wasm_python import PythonRuntimeMissing
+
+    settings = _settings()
+    box = HubWasmSandbox(settings.data_dir / "wasm-cache")
+    try:
+        box.prepare_python(progress=lambda message: click.echo(message, err=True))
+    except PythonRuntimeMissing as exc:
+        _fail(str(exc))
+    finally:
+        box.close()
+    click.echo("code connector ready")
+
+
 if __name__ == "__main__":
     main()

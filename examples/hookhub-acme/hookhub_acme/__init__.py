@@ -1,0 +1,1 @@
+"""Acme lead scoring for Hookhub: an example third-party connector package."""

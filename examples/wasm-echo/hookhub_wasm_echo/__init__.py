@@ -1,0 +1,1 @@
+"""A WASM connector for Hookhub, written in C (../echo.c): echoes its input."""
