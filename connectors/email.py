@@ -36,6 +36,13 @@ __all__ = ["Email", "hookhub_connectors"]
 SECURITY = ("none", "starttls", "ssl")
 DEFAULT_PORTS = {"none": 25, "starttls": 587, "ssl": 465}
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
+DEFAULT_FROM = "hookhub@localhost"
+# Without `smtp`, mail goes to a local MTA, the Unix convention (cron, sendmail); reaching it needs
+# the operator's HOOKHUB_ALLOW_PRIVATE_NETWORKS like any loopback target.
+LOCAL_MTA: dict[str, Any] = {
+    "host": "127.0.0.1", "port": 25, "security": "none", "password": "", "timeout_seconds": 30.0,
+    "verify_tls": True, "allow_plaintext_auth": False,
+}
 
 
 def _no_newlines(value: str) -> None:
@@ -114,7 +121,12 @@ class Email(Connector):
         to = _Addresses(required=True, metadata={"description": "Recipient(s)."})
         cc = _Addresses(load_default=list)
         bcc = _Addresses(load_default=list, metadata={"description": "Recipients not shown in the headers."})
-        from_ = fields.String(data_key="from", required=True, validate=_address)
+        from_ = fields.String(
+            data_key="from",
+            load_default=DEFAULT_FROM,
+            validate=_address,
+            metadata={"description": f"The sender; default {DEFAULT_FROM}."},
+        )
         reply_to = fields.String(validate=_address)
         subject = fields.String(load_default="", validate=_no_newlines)
         text = fields.String(metadata={"description": "Plain-text body."})
@@ -126,7 +138,11 @@ class Email(Connector):
             load_default=dict,
             metadata={"description": "Extra headers, e.g. X-Priority."},
         )
-        smtp = fields.Nested(SmtpSchema, required=True)
+        smtp = fields.Nested(
+            SmtpSchema,
+            load_default=lambda: dict(LOCAL_MTA),
+            metadata={"description": "The SMTP server; default a local MTA at 127.0.0.1:25 (security none)."},
+        )
 
         @validates_schema
         def _recipients(self, data: dict[str, Any], **_: Any) -> None:

@@ -82,6 +82,7 @@ class Llm(Connector):
             metadata={"description": "More request fields (top_p, stop, seed, …), passed as they are."},
         )
         headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+        verify_tls = fields.Boolean(load_default=True)
         timeout_seconds = fields.Float(
             load_default=120.0, validate=validate.Range(min=0, max=600, min_inclusive=False)
         )
@@ -103,7 +104,7 @@ class Llm(Connector):
             url, headers, body = f"{base}/v1/messages", _anthropic_headers(cfg), _anthropic_body(cfg)
         headers.update(cfg["headers"])
         headers.setdefault("Idempotency-Key", ctx.idempotency_key)
-        answer = _post(url, headers, body, cfg["timeout_seconds"], ctx)
+        answer = _post(url, headers, body, cfg["timeout_seconds"], cfg["verify_tls"], ctx)
         out = _openai_output(answer) if provider == "openai" else _anthropic_output(answer)
         out["json"] = _parse_json(out["text"]) if cfg["json"] else None
         usage = out["usage"]
@@ -227,13 +228,15 @@ def _parse_json(text: str) -> Any:
 # --- transport -------------------------------------------------------------------------------
 
 
-def _post(url: str, headers: dict[str, str], body: dict[str, Any], timeout: float, ctx: Context) -> dict:
+def _post(url: str, headers: dict[str, str], body: dict[str, Any], timeout: float, verify: bool,
+          ctx: Context) -> dict:
     where = f"POST {_redact(url)}"
     started = time.monotonic()
     with guarded_session(ctx.allowed_private_networks) as session:  # redirects are not followed
         try:
             response = session.post(url, data=jsonlib.dumps(body).encode(), headers=headers,
-                                     timeout=(timeout, timeout), allow_redirects=False, stream=True)
+                                     timeout=(timeout, timeout), allow_redirects=False, stream=True,
+                                     verify=verify)
         except GuardError as exc:
             raise refusal(exc, "POST", url) from exc
         except requests.RequestException as exc:

@@ -181,6 +181,15 @@ def test_config_errors_name_the_field(config, field):
     assert field in Email.Config().validate(doc)
 
 
+def test_spec_example_validates_and_defaults_to_a_local_mta():
+    """SPEC §3's node `{to, subject, text}` is a valid config: smtp defaults to 127.0.0.1:25."""
+    loaded = Email.Config().load({"to": "ops@example.com", "subject": "Paid", "text": "..."})
+    assert loaded["smtp"]["host"] == "127.0.0.1" and loaded["smtp"]["port"] == 25
+    assert loaded["smtp"]["security"] == "none" and loaded["from_"] == "hookhub@localhost"
+    with pytest.raises(ConnectorError, match="HOOKHUB_ALLOW_PRIVATE_NETWORKS"):
+        Email().run(loaded, make_context(allowed_private_networks=()))
+
+
 def test_in_the_subprocess_sandbox(starttls):
     result = run_connector("email", {"from": "hub@example.com", "to": "ops@example.com", "subject": "sandboxed",
                                      "text": "hi", "smtp": starttls.config()})
