@@ -105,3 +105,12 @@ def test_a_loop_stops_at_the_node_timeout(code_hub):
                                "config": {"code": "while True:\n    pass"}}])
     spin = node(run, "spin")
     assert spin.status == "failed" and spin.error["kind"] == "timeout", spin.error
+
+
+def test_the_test_kit_runs_code_in_the_wasm_sandbox(compiled_python, monkeypatch):
+    from hub.testing import run_connector
+
+    monkeypatch.setenv("HOOKHUB_TEST_WASM_CACHE", str(compiled_python))
+    result = run_connector("code", {"code": "output = [x * 2 for x in input]", "input": [1, 2, 3]})
+    assert result.ok, result.error
+    assert result.output == [2, 4, 6]
