@@ -17,6 +17,7 @@ import uuid
 from flask import Flask, g, has_request_context, request
 from flask_cors import CORS
 
+from hub.api.errors import ApiError
 from hub.config import ConfigError
 
 access_log = logging.getLogger("hookhub.access")
@@ -64,6 +65,13 @@ def init_middleware(app: Flask) -> None:
         incoming = request.headers.get("X-Request-Id", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         g.request_started = time.monotonic()
+
+    @app.before_request
+    def _ids_in_range():
+        # An id no database column can hold names nothing: 404 here, not an overflow error in the driver.
+        for name, value in (request.view_args or {}).items():
+            if isinstance(value, int) and not 0 <= value < 2**63:
+                raise ApiError(404, "not_found", f"no object with {name} {value}")
 
     @app.after_request
     def _headers(response):

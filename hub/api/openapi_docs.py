@@ -41,6 +41,15 @@ def _response(status: int, code: str, description: str) -> dict:
     return doc
 
 
+def _problem_content(status: str, response: dict) -> None:
+    """Error answers are problem+json (hub.api.errors): say so where a route documented application/json."""
+    content = response.get("content") if isinstance(response, dict) else None
+    if not status.isdigit() or int(status) < 400 or not content or "application/json" not in content:
+        return
+    if PROBLEM_MIMETYPE not in content:
+        content[PROBLEM_MIMETYPE] = content.pop("application/json")
+
+
 def document_errors(api: Api) -> None:
     components = api.spec.components
     components.header("X-Request-Id", {
@@ -73,6 +82,8 @@ def document_errors(api: Api) -> None:
             if any(p.get("in") == "query" for p in operation.get("parameters", [])) or \
                     any(p.get("in") == "query" for p in item.get("parameters", [])):
                 wanted.add(422)
+            for key, response in responses.items():
+                _problem_content(key, response)
             for status in sorted(wanted):
                 key = str(status)
                 if key not in responses:

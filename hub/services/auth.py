@@ -127,17 +127,16 @@ def refresh_tokens(token: str, settings: Settings) -> dict:
         row = RefreshToken.get_or_none(RefreshToken.token_hash == sha256_hex(token))
         if row is None or row.revoked_at or row.expires_at < now or not row.user.is_active:
             raise ApiError(401, "invalid_refresh_token", "the refresh token is unknown, expired or revoked")
-        if row.used_at is not None:
-            RefreshToken.update(revoked_at=now).where(
-                (RefreshToken.family == row.family) & RefreshToken.revoked_at.is_null()).execute()
-            raise ApiError(401, "refresh_token_reused",
-                           "this refresh token was already used; every token of its session is now revoked")
-        # Conditional on used_at still being null: two concurrent refreshes cannot both rotate it.
-        won = RefreshToken.update(used_at=now).where(
+        # Conditional on used_at still being null: of two concurrent refreshes only one rotates it.
+        won = row.used_at is None and RefreshToken.update(used_at=now).where(
             (RefreshToken.id == row.id) & RefreshToken.used_at.is_null()).execute()
-        if not won:
-            raise ApiError(401, "refresh_token_reused", "this refresh token was already used")
-        return issue_tokens(row.user, settings, family=row.family)
+        if won:
+            return issue_tokens(row.user, settings, family=row.family)
+        # Reuse: the revocation must commit, so it happens here and the refusal is raised after.
+        RefreshToken.update(revoked_at=now).where(
+            (RefreshToken.family == row.family) & RefreshToken.revoked_at.is_null()).execute()
+    raise ApiError(401, "refresh_token_reused",
+                   "this refresh token was already used; every token of its session is now revoked")
 
 
 def logout(token: str | None, principal: Principal) -> None:

@@ -150,7 +150,7 @@ class FlowRuns(MethodView):
 
 YAML_BODY_DOC = {"responses": {"200": {
     "description": "the flow document as YAML (an attachment named after the flow)",
-    "content": {"application/yaml": {"schema": {"type": "string"},
+    "content": {"application/yaml": {"schema": {"type": "object", "description": "a flow document (SPEC §3)"},
                                      "example": "name: hello\nnodes:\n- id: get\n  connector: http\n"}}}}}
 
 
