@@ -186,6 +186,7 @@ def scheduler() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo("hookhub scheduler started", err=True)
+    _start_retention(stop)  # observability (issue #8): prune old runs every few minutes
     # Schedule slots are checked every second (cron is minute-granular; a slot fires within ~1 s of its
     # time); the reaper runs at its own interval. Any number of schedulers may run: slot claims are unique.
     next_reap = time.monotonic()
@@ -377,6 +378,50 @@ def _watch(run_id: int) -> int:
                 click.echo(json.dumps(run.output, indent=2))
             return 0 if run.status == "succeeded" else 1
         time.sleep(0.2)
+
+
+# --- observability (issue #8): retention ---------------------------------------------------------
+
+
+def _start_retention(stop: threading.Event) -> None:
+    """Prune by the retention settings now and every few minutes, beside the scheduler's loop."""
+    from hub.services.prune import INTERVAL_SECONDS, prune, retention_from_env
+
+    try:
+        retention = retention_from_env()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+    def loop() -> None:
+        while True:
+            try:
+                prune(retention)
+            except Exception:
+                log.exception("retention pass failed; trying again later")
+            if stop.wait(INTERVAL_SECONDS):
+                return
+
+    threading.Thread(target=loop, name="retention", daemon=True).start()
+
+
+@main.command("prune")
+@click.option("--days", type=float, default=None, help="override HOOKHUB_RETENTION_DAYS (0: no age limit)")
+@click.option("--max-runs", type=int, default=None, help="override HOOKHUB_RETENTION_MAX_RUNS (0: no limit)")
+def prune_command(days: float | None, max_runs: int | None) -> None:
+    """Delete finished runs (and their events) and deliveries past the retention settings."""
+    from hub.services.prune import Retention, prune, retention_from_env
+
+    try:
+        retention = retention_from_env()
+    except ConfigError as exc:
+        _fail(str(exc))
+    if (days is not None and days < 0) or (max_runs is not None and max_runs < 0):
+        _fail("--days and --max-runs must be at least 0")
+    retention = Retention(days=retention.days if days is None else days,
+                          max_runs=retention.max_runs if max_runs is None else max_runs)
+    _boot()
+    report = prune(retention)
+    click.echo(json.dumps({"runs": report.runs, "events": report.events, "deliveries": report.deliveries}))
 
 
 # --- connectors ------------------------------------------------------------------------------------
