@@ -350,11 +350,14 @@ def runs_watch(run_id: int) -> None:
     sys.exit(_watch(run_id))
 
 
-def _watch(run_id: int) -> int:
+def _watch(run_id: int, tty: bool | None = None) -> int:
+    """Follow a run until it finishes. On a terminal: a table of its nodes (status, attempt, duration)
+    redrawn in place; otherwise one plain line per event (logs, CI). Exit code 0 when it succeeded."""
     from hub.db import connection
-    from hub.models import Run, RunEvent
+    from hub.models import NodeRun, Run, RunEvent
 
-    seen = 0
+    tty = sys.stdout.isatty() if tty is None else tty
+    seen, drawn, last_line = 0, 0, ""
     while True:
         with connection():
             run = Run.get_or_none(Run.id == run_id)
@@ -362,22 +365,75 @@ def _watch(run_id: int) -> int:
                 _fail(f"no run {run_id}")
             events = list(RunEvent.select().where((RunEvent.run == run_id) & (RunEvent.seq > seen))
                           .order_by(RunEvent.seq))
+            nodes = list(NodeRun.select().where(NodeRun.run == run_id).order_by(NodeRun.id)) if tty else []
         for ev in events:
             seen = ev.seq
-            detail = ""
-            if ev.data.get("error"):
-                err = ev.data["error"]
-                detail = " — " + (err.get("message") if isinstance(err, dict) else str(err))
-            if ev.data.get("attempt"):
-                detail = f" (attempt {ev.data['attempt']})" + detail
-            who = f"{ev.node_id}: " if ev.node_id else ""
-            click.echo(f"{ev.created_at.strftime('%H:%M:%S.%f')[:-3]}  {who}{ev.type}{detail}")
+            last_line = _event_line(ev)
+            if not tty:
+                click.echo(last_line)
+        if tty:
+            lines = _node_table(run, nodes, _max_attempts(run)) + [click.style("  " + last_line, dim=True)]
+            # move to the start of the previous frame and clear it, then draw the new one
+            click.echo((f"\x1b[{drawn}F\x1b[J" if drawn else "") + "\n".join(lines))
+            drawn = len(lines)
         if run.status in ("succeeded", "failed", "cancelled"):
             click.echo(f"run {run_id} {run.status}" + (f": {run.error}" if run.error else ""))
             if run.output is not None:
                 click.echo(json.dumps(run.output, indent=2))
             return 0 if run.status == "succeeded" else 1
         time.sleep(0.2)
+
+
+def _event_line(ev) -> str:
+    detail = ""
+    if ev.data.get("error"):
+        err = ev.data["error"]
+        detail = " — " + (err.get("message") if isinstance(err, dict) else str(err))
+    if ev.type == "node.log":
+        detail = f": {ev.data.get('line', '')}"
+    elif ev.data.get("attempt"):
+        detail = f" (attempt {ev.data['attempt']})" + detail
+    who = f"{ev.node_id}: " if ev.node_id else ""
+    return f"{ev.created_at.strftime('%H:%M:%S.%f')[:-3]}  {who}{ev.type}{detail}"
+
+
+def _max_attempts(run) -> dict[str, int]:
+    from hub.runtime import load_flow
+
+    try:
+        flow = load_flow(run.flow_id, run.flow_version)
+        return {nid: node.retry.max_attempts for nid, node in flow.nodes.items()}
+    except Exception:  # the table is a convenience: never fail the watch over it
+        return {}
+
+
+_STATUS_COLOURS = {"succeeded": "green", "failed": "red", "retrying": "yellow", "running": "cyan",
+                   "ready": "blue", "cancelled": "magenta", "skipped": "white", "paused": "yellow"}
+
+
+def _node_table(run, nodes, max_attempts: dict[str, int]) -> list[str]:
+    from hub.models import utcnow
+
+    now = utcnow()
+
+    def duration(start, end) -> str:
+        return f"{((end or now) - start).total_seconds():.2f}s" if start else "-"
+
+    head = (f"run {run.id}  flow {run.flow_id} v{run.flow_version}  "
+            + click.style(run.status, fg=_STATUS_COLOURS.get(run.status), bold=True)
+            + f"  {duration(run.created_at, run.finished_at)}")
+    width = max([len(n.node_id) for n in nodes] + [4])
+    lines = [head, click.style(f"  {'NODE':<{width}}  {'STATUS':<10}  {'ATTEMPT':<7}  {'DURATION':>8}  ERROR",
+                               bold=True)]
+    for n in nodes:
+        attempt = f"{n.attempts}/{max_attempts[n.node_id]}" if n.node_id in max_attempts else str(n.attempts)
+        error = ""
+        if n.error and n.status in ("failed", "retrying"):
+            error = str(n.error.get("message") if isinstance(n.error, dict) else n.error).splitlines()[0][:60]
+        status = click.style(f"{n.status:<10}", fg=_STATUS_COLOURS.get(n.status))
+        lines.append(f"  {n.node_id:<{width}}  {status}  {attempt:<7}  "
+                     f"{duration(n.started_at, n.finished_at):>8}  {error}".rstrip())
+    return lines
 
 
 # --- observability (issue #8): retention ---------------------------------------------------------
