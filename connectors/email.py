@@ -57,8 +57,15 @@ def _address(value: str) -> None:
         raise ValidationError(f"{value!r} is not an email address.")
 
 
+_ADDRESSES_SCHEMA = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+
+
 class _Addresses(fields.Field):
     """One address, a comma-separated string of them, or a list of them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {**_ADDRESSES_SCHEMA, **kwargs.get("metadata", {})}  # for the JSON schema
+        super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         if isinstance(value, str):

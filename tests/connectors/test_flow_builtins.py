@@ -83,3 +83,14 @@ def test_a_condition_that_is_not_one_expression_is_an_error():
 def test_delay_is_bounded_by_the_timeout():
     result = run_connector("delay", {"seconds": 5}, timeout_seconds=1)
     assert not result.ok and result.error_kind == "timeout", result
+
+
+def test_every_builtin_is_listed_with_its_schema(client, auth):
+    items = {i["name"]: i for i in client.get("/api/v1/connectors", headers=auth.headers).get_json()["items"]}
+    for name in ("http", "email", "llm", "csv", "code", "branch", "delay", "log", "transform"):
+        assert items[name]["plugin"] == f"hookhub ({name})", items[name]
+        assert items[name]["config_schema"]["type"] == "object"
+    assert items["code"]["sandbox"] == "wasm" and items["code"]["config_schema"]["required"] == ["code"]
+    assert items["email"]["permissions"] == {"network": True} and items["csv"]["permissions"] == {"network": False}
+    assert items["email"]["config_schema"]["properties"]["to"]["oneOf"][1]["type"] == "array"
+    assert items["llm"]["config_schema"]["properties"]["provider"]["enum"] == ["openai", "anthropic"]
