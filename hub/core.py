@@ -71,7 +71,13 @@ class Hub:
             return self._sandboxes[kind]
 
     def ring(self, bells: Iterable[Doorbell]) -> None:
+        """Enqueue after commit, and wake live streams of those runs (scale-out: Redis pub/sub)."""
+        from hub.services.live import announce
+
+        bells = list(bells)
         ring(self.huey, bells, self.tasks)
+        for run_id in {bell.run_id for bell in bells}:
+            announce(self.huey, run_id)
 
     def reap_once(self) -> None:
         with connection():

@@ -12,6 +12,7 @@ branches finish at the same moment.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import inspect
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import peewee
 
@@ -295,9 +297,24 @@ def node_scope(run: Run, node_runs: Iterable[NodeRun], secrets: Any = None) -> d
     }
 
 
-def redact(value: Any, secrets: Mapping[str, str]) -> Any:
+def _needles(secrets: Mapping[str, str]) -> list[str]:
+    """Each secret as it may appear in output: verbatim, URL-encoded, JSON-escaped, base64 (Basic auth)."""
+    found: set[str] = set()
+    for value in secrets.values():
+        if not value or len(value) < 4:
+            continue
+        found.update({value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]})
+        raw = value.encode()
+        for shift in range(3):  # inside a longer base64 text ("user:pass"), at each byte alignment
+            encoded = base64.b64encode(b"\0" * shift + raw).decode()
+            # keep only the characters made purely of the secret's bits
+            found.add(encoded[-(-8 * shift // 6) : 8 * (shift + len(raw)) // 6])
+    return sorted(found, key=len, reverse=True)  # longest first: a variant may contain another
+
+
+def redact(value: Any, secrets: Mapping[str, str], needles: list[str] | None = None) -> Any:
     """Replace every secret value a node used with "***" wherever it appears in a JSON value."""
-    needles = [s for s in secrets.values() if s and len(s) >= 4]
+    needles = _needles(secrets) if needles is None else needles
     if not needles:
         return value
     if isinstance(value, str):
@@ -305,9 +322,9 @@ def redact(value: Any, secrets: Mapping[str, str]) -> Any:
             value = value.replace(needle, "***")
         return value
     if isinstance(value, dict):
-        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
+        return {redact(k, secrets, needles): redact(v, secrets, needles) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v, secrets) for v in value]
+        return [redact(v, secrets, needles) for v in value]
     return value
 
 

@@ -120,3 +120,29 @@ def test_fatal_failure_skips_successors_and_fails_the_run(any_hub, sink):
     run = Run.get_by_id(run.id)
     assert run.status == "failed" and "call" in run.error
     assert sink.hits("/after") == []
+
+
+def test_redaction_catches_encoded_forms_of_a_secret():
+    import base64
+    import json
+    from urllib.parse import quote
+
+    from hub.runtime import redact
+
+    secret = "s3cr et/+x"
+    leaked = {
+        "verbatim": f"Bearer {secret}",
+        "url": quote(secret, safe=""),
+        "json": json.dumps({"k": secret + '"quoted"'}),
+        "basic": base64.b64encode(f"user:{secret}".encode()).decode(),
+        "b64": base64.b64encode(secret.encode()).decode(),
+        secret: "as a key",
+    }
+    cleaned = redact(leaked, {"TOKEN": secret})
+    text = repr(cleaned)
+    assert secret not in text and quote(secret, safe="") not in text
+    for shift in range(3):
+        full = base64.b64encode(b"x" * shift + secret.encode()).decode()
+        assert full not in text
+    assert cleaned["verbatim"] == "Bearer ***" and "***" in cleaned["basic"]
+    assert redact({"fine": "nothing secret here"}, {"TOKEN": secret}) == {"fine": "nothing secret here"}
