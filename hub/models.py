@@ -30,6 +30,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def iso(value: dt.datetime | None) -> str | None:
+    """A stored (naive UTC) timestamp as the API shows it: ISO 8601 with milliseconds and "Z"."""
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None
+
+
 class BaseModel(Model):
     class Meta:
         database = db
@@ -251,6 +256,33 @@ ALL_MODELS = [
 ]
 
 
+# --- engine (issue #3): dead letters ----------------------------------------------------------------
+
+
+class DeadLetter(BaseModel):
+    """A node that will not be attempted again (attempts exhausted or a fatal error), kept for re-drive.
+
+    A row of its own rather than a view of failed node runs: it has a stable id to re-drive, keeps
+    the error of *that* failure after the node is re-driven, and a node that fails again after a
+    re-drive gets a new row, so the history of each give-up stays visible.
+    """
+
+    id = BigAutoField()
+    workspace = ForeignKeyField(Workspace, on_delete="CASCADE")
+    flow = ForeignKeyField(Flow, on_delete="CASCADE")
+    run = ForeignKeyField(Run, on_delete="CASCADE")
+    node_run = ForeignKeyField(NodeRun, on_delete="CASCADE")
+    node_id = CharField(max_length=64)
+    attempts = IntegerField()
+    error = JSONField(null=True)
+    status = CharField(max_length=16, default="open", index=True)  # open | redriven
+    created_at = DateTimeField(default=utcnow, index=True)
+    redriven_at = DateTimeField(null=True)
+
+
+ALL_MODELS.append(DeadLetter)
+
+
 # --- triggers (issue #6): schedule slot claims, token rotation, delivery log ------------------------
 
 
@@ -287,33 +319,6 @@ Delivery._meta.add_field("status_code", IntegerField(null=True))
 Delivery._meta.add_field("error", TextField(null=True))
 
 ALL_MODELS.extend([ScheduleSlot, TriggerToken])
-
-
-# --- engine (issue #3): dead letters ----------------------------------------------------------------
-
-
-class DeadLetter(BaseModel):
-    """A node that will not be attempted again (attempts exhausted or a fatal error), kept for re-drive.
-
-    A row of its own rather than a view of failed node runs: it has a stable id to re-drive, keeps
-    the error of *that* failure after the node is re-driven, and a node that fails again after a
-    re-drive gets a new row, so the history of each give-up stays visible.
-    """
-
-    id = BigAutoField()
-    workspace = ForeignKeyField(Workspace, on_delete="CASCADE")
-    flow = ForeignKeyField(Flow, on_delete="CASCADE")
-    run = ForeignKeyField(Run, on_delete="CASCADE")
-    node_run = ForeignKeyField(NodeRun, on_delete="CASCADE")
-    node_id = CharField(max_length=64)
-    attempts = IntegerField()
-    error = JSONField(null=True)
-    status = CharField(max_length=16, default="open", index=True)  # open | redriven
-    created_at = DateTimeField(default=utcnow, index=True)
-    redriven_at = DateTimeField(null=True)
-
-
-ALL_MODELS.append(DeadLetter)
 
 
 # --- security (issue #7): access tokens revoked before they expire ----------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 import peewee
 
 from hub.api.errors import ApiError
-from hub.models import Flow, Run
+from hub.models import Flow, Run, iso
 from hub.services import flows as flow_service
 
 #: durations are summarised over at most this many of the most recent finished runs
@@ -26,9 +26,6 @@ def duplicate_flow(source: Flow, name: str | None, catalog) -> Flow:
     raise ApiError(409, "flow_exists", f'a flow named "{candidates[0]}" already exists in this workspace; '
                    "give the copy another name", {"name": ["already taken"]})
 
-
-def _ts(value) -> str | None:
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
 
 
 def flow_stats(flow: Flow) -> dict[str, Any]:
@@ -55,5 +52,5 @@ def flow_stats(flow: Flow) -> dict[str, Any]:
             "p50_ms": pct(0.5), "p95_ms": pct(0.95),
             "max_ms": round(durations[-1], 3) if durations else None,
         },
-        "last_run_at": _ts(last) if last and not isinstance(last, str) else last,
+        "last_run_at": iso(last) if last and not isinstance(last, str) else last,
     }

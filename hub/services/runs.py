@@ -7,7 +7,7 @@ from typing import Any
 from hub import runtime
 from hub.api.errors import ApiError
 from hub.db import write_transaction
-from hub.models import Attempt, DeadLetter, Flow, NodeRun, Run
+from hub.models import Attempt, DeadLetter, Flow, NodeRun, Run, iso
 from hub.runtime import ControlError, Doorbell, create_run
 from hub.services.flows import get_version
 
@@ -19,9 +19,6 @@ def start_manual_run(flow: Flow, payload: Any, *, version: int | None = None) ->
         return create_run(fv, trigger_data, workspace_id=flow.workspace_id, source="manual")
 
 
-def _ts(value) -> str | None:
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
-
 
 def run_summary(run: Run) -> dict[str, Any]:
     return {
@@ -32,8 +29,8 @@ def run_summary(run: Run) -> dict[str, Any]:
         "source": run.source,
         "status": run.status,
         "error": run.error,
-        "created_at": _ts(run.created_at),
-        "finished_at": _ts(run.finished_at),
+        "created_at": iso(run.created_at),
+        "finished_at": iso(run.finished_at),
     }
 
 
@@ -42,7 +39,7 @@ def run_detail(run: Run) -> dict[str, Any]:
     for a in Attempt.select().where(Attempt.run == run.id).order_by(Attempt.node_id, Attempt.number):
         attempts.setdefault(a.node_id, []).append(
             {"number": a.number, "status": a.status, "key": a.key, "worker": a.worker, "error": a.error,
-             "started_at": _ts(a.started_at), "finished_at": _ts(a.finished_at),
+             "started_at": iso(a.started_at), "finished_at": iso(a.finished_at),
              "duration_ms": a.duration_ms}
         )
     nodes = [
@@ -52,9 +49,9 @@ def run_detail(run: Run) -> dict[str, Any]:
             "attempts": nr.attempts,
             "output": nr.output,
             "error": nr.error,
-            "next_attempt_at": _ts(nr.due_at) if nr.status == "retrying" else None,
-            "started_at": _ts(nr.started_at),
-            "finished_at": _ts(nr.finished_at),
+            "next_attempt_at": iso(nr.due_at) if nr.status == "retrying" else None,
+            "started_at": iso(nr.started_at),
+            "finished_at": iso(nr.finished_at),
             "attempt_history": attempts.get(nr.node_id, []),
         }
         for nr in NodeRun.select().where(NodeRun.run == run.id).order_by(NodeRun.id)
@@ -114,6 +111,6 @@ def dead_letter_doc(letter: DeadLetter) -> dict[str, Any]:
         "attempts": letter.attempts,
         "error": letter.error,
         "status": letter.status,
-        "created_at": _ts(letter.created_at),
-        "redriven_at": _ts(letter.redriven_at),
+        "created_at": iso(letter.created_at),
+        "redriven_at": iso(letter.redriven_at),
     }

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from hub.db import connection
-from hub.models import Run, RunEvent, utcnow
+from hub.models import Run, RunEvent, iso, utcnow
 from hub.services.live import Waker
 
 TERMINAL_RUN = ("succeeded", "failed", "cancelled")
@@ -33,13 +33,10 @@ TERMINAL_RUN = ("succeeded", "failed", "cancelled")
 __all__ = ["run_events", "workspace_events", "format_event", "latest_event_id"]
 
 
-def _ts(value: dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
-
 
 def event_doc(ev: RunEvent) -> dict[str, Any]:
     return {"id": ev.id, "run_id": ev.run_id, "seq": ev.seq, "type": ev.type, "node_id": ev.node_id,
-            "data": ev.data, "created_at": _ts(ev.created_at)}
+            "data": ev.data, "created_at": iso(ev.created_at)}
 
 
 def format_event(event_id: int | None, data: Any, event: str | None = None) -> str:

@@ -10,21 +10,18 @@ from hub.api.api_keys.schemas import ApiKeyCreatedSchema, ApiKeyInSchema, ApiKey
 from hub.api.errors import ApiError
 from hub.api.pagination import page_of
 from hub.api.security import auth_required
-from hub.models import ApiKey, utcnow
+from hub.models import ApiKey, iso, utcnow
 from hub.services import auth
 
 blp = Blueprint("api-keys", __name__, url_prefix="/api/v1/api-keys",
                 description="API keys: `X-API-Key: <key>`; scoped, stored hashed, shown once, revocable")
 
 
-def _ts(value):
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
-
 
 def key_doc(row: ApiKey) -> dict:
     return {"id": row.id, "name": row.name, "prefix": row.prefix, "scopes": list(row.scopes),
-            "workspace_id": row.workspace_id, "user_id": row.user_id, "created_at": _ts(row.created_at),
-            "last_used_at": _ts(row.last_used_at), "revoked_at": _ts(row.revoked_at)}
+            "workspace_id": row.workspace_id, "user_id": row.user_id, "created_at": iso(row.created_at),
+            "last_used_at": iso(row.last_used_at), "revoked_at": iso(row.revoked_at)}
 
 
 def _visible():

@@ -25,7 +25,7 @@ from hub.api.pagination import PageArgs, page_of
 from hub.api.runs.schemas import RunSchema
 from hub.api.security import auth_required
 from hub.engine import FlowInvalid, parse_flow
-from hub.models import Flow, FlowVersion
+from hub.models import Flow, FlowVersion, iso
 from hub.services import flow_management
 from hub.services import flows as flow_service
 from hub.services.runs import run_summary, start_manual_run
@@ -37,14 +37,11 @@ def _hub():
     return current_app.extensions["hookhub"]
 
 
-def _ts(value):
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
-
 
 def flow_doc(flow: Flow, version: FlowVersion | None = None) -> dict:
     version = version or flow_service.get_version(flow)
     return {"id": flow.id, "name": flow.name, "version": flow.latest_version, "document": version.document,
-            "created_at": _ts(flow.created_at), "updated_at": _ts(flow.updated_at)}
+            "created_at": iso(flow.created_at), "updated_at": iso(flow.updated_at)}
 
 
 def get_flow(flow_id: int) -> Flow:
@@ -127,7 +124,7 @@ class FlowVersions(MethodView):
         flow = get_flow(flow_id)
         query = FlowVersion.select().where(FlowVersion.flow == flow.id).order_by(FlowVersion.version.desc())
         return page_of(query, args, lambda v: {"version": v.version, "document": v.document,
-                                               "created_at": _ts(v.created_at)})
+                                               "created_at": iso(v.created_at)})
 
 
 @blp.route("/<int:flow_id>/runs")

@@ -17,7 +17,7 @@ from hub.api.secrets.schemas import (
     SecretValueSchema,
 )
 from hub.api.security import auth_required
-from hub.models import Secret
+from hub.models import Secret, iso
 from hub.services import secrets as service
 
 blp = Blueprint("secrets", __name__, url_prefix="/api/v1/secrets",
@@ -28,12 +28,9 @@ def _box():
     return current_app.extensions["hookhub"].secret_box
 
 
-def _ts(value):
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
-
 
 def secret_doc(row: Secret) -> dict:
-    return {"name": row.name, "created_at": _ts(row.created_at), "updated_at": _ts(row.updated_at)}
+    return {"name": row.name, "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
 
 
 def _name(name: str) -> str:

@@ -10,7 +10,7 @@ from hub.api.pagination import page_of
 from hub.api.security import auth_required
 from hub.api.users.schemas import UserAdminSchema, UserInSchema, UserListArgs, UserPageSchema, UserPatchSchema
 from hub.db import write_transaction
-from hub.models import User
+from hub.models import User, iso
 from hub.services import auth
 from hub.services import workspaces as service
 
@@ -18,13 +18,10 @@ blp = Blueprint("users", __name__, url_prefix="/api/v1/users",
                 description="Users (hub administrators only; each new user gets a workspace of their own)")
 
 
-def _ts(value):
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
-
 
 def user_doc(u: User) -> dict:
     return {"id": u.id, "email": u.email, "is_admin": u.is_admin, "is_active": u.is_active,
-            "created_at": _ts(u.created_at)}
+            "created_at": iso(u.created_at)}
 
 
 def get_user(user_id: int) -> User:

@@ -18,20 +18,17 @@ from hub.api.workspaces.schemas import (
     WorkspacePageSchema,
     WorkspaceSchema,
 )
-from hub.models import Membership, User, Workspace
+from hub.models import Membership, User, Workspace, iso
 from hub.services import workspaces as service
 
 blp = Blueprint("workspaces", __name__, url_prefix="/api/v1/workspaces",
                 description="Workspaces and their members; other workspaces are invisible (404)")
 
 
-def _ts(value):
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
-
 
 def workspace_doc(m: Membership) -> dict:
     w = m.workspace
-    return {"id": w.id, "name": w.name, "role": m.role, "created_at": _ts(w.created_at)}
+    return {"id": w.id, "name": w.name, "role": m.role, "created_at": iso(w.created_at)}
 
 
 def member_doc(m: Membership) -> dict:
