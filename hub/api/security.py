@@ -84,3 +84,11 @@ def auth_required(role: str = "viewer", *, instance_admin: bool = False, token_o
         return Blueprint.doc(**doc)(wrapper)
 
     return decorator
+
+
+def owned_or_404(model, object_id: int, code: str, what: str):
+    """An object of the caller's workspace, or a 404 — never a 403: other workspaces' objects do not exist."""
+    obj = model.get_or_none((model.id == object_id) & (model.workspace == g.principal.workspace_id))
+    if obj is None:
+        raise ApiError(404, code, f"no {what} with id {object_id}")
+    return obj

@@ -7,10 +7,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from hub.api.dead_letters.schemas import DeadLetterListArgs, DeadLetterPageSchema, DeadLetterSchema
-from hub.api.errors import ApiError
 from hub.api.pagination import page_of
 from hub.api.runs.resources import actor
-from hub.api.security import auth_required
+from hub.api.security import auth_required, owned_or_404
 from hub.models import DeadLetter
 from hub.services import runs as run_service
 
@@ -19,11 +18,7 @@ blp = Blueprint("dead_letters", __name__, url_prefix="/api/v1/dead-letters",
 
 
 def get_letter(letter_id: int) -> DeadLetter:
-    letter = DeadLetter.get_or_none((DeadLetter.id == letter_id)
-                                    & (DeadLetter.workspace == g.principal.workspace_id))
-    if letter is None:
-        raise ApiError(404, "dead_letter_not_found", f"no dead letter with id {letter_id}")
-    return letter
+    return owned_or_404(DeadLetter, letter_id, "dead_letter_not_found", "dead letter")
 
 
 @blp.route("")

@@ -23,7 +23,7 @@ from hub.api.flows.schemas import (
 )
 from hub.api.pagination import PageArgs, page_of
 from hub.api.runs.schemas import RunSchema
-from hub.api.security import auth_required
+from hub.api.security import auth_required, owned_or_404
 from hub.engine import FlowInvalid, parse_flow
 from hub.models import Flow, FlowVersion, iso
 from hub.services import flow_management
@@ -45,10 +45,7 @@ def flow_doc(flow: Flow, version: FlowVersion | None = None) -> dict:
 
 
 def get_flow(flow_id: int) -> Flow:
-    flow = Flow.get_or_none((Flow.id == flow_id) & (Flow.workspace == g.principal.workspace_id))
-    if flow is None:
-        raise ApiError(404, "flow_not_found", f"no flow with id {flow_id}")
-    return flow
+    return owned_or_404(Flow, flow_id, "flow_not_found", "flow")
 
 
 def _document():

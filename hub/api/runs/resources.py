@@ -6,10 +6,9 @@ from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from hub.api.errors import ApiError
 from hub.api.pagination import page_of
 from hub.api.runs.schemas import RetryRequestSchema, RunDetailSchema, RunListArgs, RunPageSchema, RunSchema
-from hub.api.security import auth_required
+from hub.api.security import auth_required, owned_or_404
 from hub.models import Run
 from hub.services import runs as run_service
 from hub.services.runs import run_detail, run_summary
@@ -18,10 +17,7 @@ blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Runs a
 
 
 def get_run(run_id: int) -> Run:
-    run = Run.get_or_none((Run.id == run_id) & (Run.workspace == g.principal.workspace_id))
-    if run is None:
-        raise ApiError(404, "run_not_found", f"no run with id {run_id}")
-    return run
+    return owned_or_404(Run, run_id, "run_not_found", "run")
 
 
 @blp.route("")
