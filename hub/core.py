@@ -100,3 +100,8 @@ class Hub:
             except Exception:
                 log.exception("closing sandbox")
         self._sandboxes.clear()
+        # Close the pool's idle connections only: one in use by another thread (a live-update
+        # poller, say) must not be closed under it.
+        close_idle = getattr(self.database, "close_idle", None)
+        if close_idle is not None:
+            close_idle()

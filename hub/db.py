@@ -8,6 +8,7 @@ from pathlib import Path
 
 import peewee
 from playhouse.db_url import connect as db_url_connect
+from playhouse.pool import PooledSqliteDatabase
 
 from hub.config import ConfigError, Settings
 
@@ -29,7 +30,10 @@ def open_database(settings: Settings) -> peewee.Database:
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        database = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        # Pooled: every request (a greenlet under gevent) would otherwise open a connection and
+        # apply the pragmas again — a third of a webhook's cost when profiled.
+        database = PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False,
+                                        max_connections=64, stale_timeout=300, timeout=30)
     else:
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://") :]
@@ -64,7 +68,7 @@ def connection() -> Iterator[None]:
 def write_transaction():
     """A write transaction. SQLite takes the write lock up front (IMMEDIATE) so that two writers
     never deadlock upgrading read locks; PostgreSQL uses row locks (``select_for_update``)."""
-    if isinstance(db.obj, peewee.SqliteDatabase):
+    if isinstance(db.obj, peewee.SqliteDatabase):  # the pooled class is a subclass
         return db.atomic("IMMEDIATE")
     return db.atomic()
 

@@ -107,7 +107,12 @@ def _cached_flow(flow_version_id: int, document_json: str) -> Flow:
 
 def load_flow(flow_id: int, version: int) -> Flow:
     """The parsed flow of an immutable version (cached: versions never change)."""
-    fv = FlowVersion.get((FlowVersion.flow == flow_id) & (FlowVersion.version == version))
+    return flow_of(FlowVersion.get((FlowVersion.flow == flow_id) & (FlowVersion.version == version)))
+
+
+def flow_of(fv: FlowVersion) -> Flow:
+    """The parsed flow of a version row already at hand (the document keys the cache: ids repeat
+    across databases in one process)."""
     return _cached_flow(fv.id, json.dumps(fv.document, sort_keys=True))
 
 
@@ -155,7 +160,7 @@ def create_run(
     source: str = "manual",
 ) -> tuple[Run, list[Doorbell]]:
     """Insert a run and its node rows. Call inside a write transaction; ring the bells after commit."""
-    flow = load_flow(flow_version.flow_id, flow_version.version)
+    flow = flow_of(flow_version)
     now = utcnow()
     run = Run.create(
         workspace=workspace_id,
