@@ -109,7 +109,7 @@ def test_every_message_delivered_again_and_again_changes_no_outcome(postgres_bac
         "nodes": [
             {"id": "fetch", "connector": "http", "config": {"url": f"{sink.url}/fetch"}},
             {"id": "a", "connector": "http", "config": {"url": f"{sink.url}/a"}},
-            {"id": "b", "connector": "http", "config": {"url": f"{sink.url}/b"},
+            {"id": "b", "connector": "http", "config": {"url": sink.url + "/b/{{ trigger.body.n }}"},
              "retry": {"max_attempts": 3, "backoff_seconds": 0}},
             {"id": "join", "connector": "transform",
              "config": {"value": {"a": "{{ nodes.a.output.status }}", "b": "{{ nodes.b.output.status }}"}}},
@@ -117,8 +117,10 @@ def test_every_message_delivered_again_and_again_changes_no_outcome(postgres_bac
         "edges": [{"from": "fetch", "to": "a"}, {"from": "fetch", "to": "b"},
                   {"from": "a", "to": "join"}, {"from": "b", "to": "join"}],
     }
-    # b fails retryably once per run on average: retries (ETA messages) get duplicated too
-    sink.respond("/b", *([(503, {}), (200, {})] * 6))
+    # b fails retryably once in every run, then succeeds: retries (ETA messages) get duplicated too.
+    # One path per run, so concurrent runs cannot take each other's successes.
+    for i in range(8):
+        sink.respond(f"/b/{i}", (503, {}), (200, {}))
     flow_id = requests.post(f"{base}/api/v1/flows", json=doc, headers=headers, timeout=10).json()["id"]
 
     hub = Hub(load_settings(dict(env), dotenv=False))
@@ -160,10 +162,10 @@ def test_every_message_delivered_again_and_again_changes_no_outcome(postgres_bac
     per_node = collections.Counter((a.run_id, a.node_id) for a in attempts if a.status == "succeeded")
     assert set(per_node.values()) == {1} and len(per_node) == 4 * len(runs)
     # every request the sink saw carried a distinct key, and every key belongs to a recorded attempt
-    for path in ("/fetch", "/a", "/b"):
+    for path in ("/fetch", "/a", *(f"/b/{i}" for i in range(8))):
         seen = _keys(sink, path)
         assert len(seen) == len(set(seen)), path
         assert set(seen) <= set(keys)
     assert len(sink.hits("/fetch")) == len(runs) and len(sink.hits("/a")) == len(runs)
     b_attempts = [a for a in attempts if a.node_id == "b"]
-    assert len(sink.hits("/b")) == len(b_attempts)
+    assert sum(len(sink.hits(f"/b/{i}")) for i in range(8)) == len(b_attempts)
