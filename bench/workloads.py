@@ -54,6 +54,16 @@ def wrk(url: str, connections: int, seconds: float) -> dict:
     return result
 
 
+def wrk_median(url: str, connections: int, seconds: float, repeats: int) -> dict:
+    """Several wrk runs of one load point; every figure is the median over them (counts are summed)."""
+    runs = [wrk(url, connections, seconds) for _ in range(repeats)]
+    out = {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
+    for key in ("requests", "accepted", "other", "errors"):
+        out[key] = sum(r[key] for r in runs)
+    out["repeats"] = repeats
+    return out
+
+
 def transform_chain(n: int, name: str) -> dict:
     nodes = [{"id": "n0", "connector": "transform", "config": {"value": "{{ trigger.body.order }}"}}]
     for i in range(1, n):
@@ -63,14 +73,14 @@ def transform_chain(n: int, name: str) -> dict:
     return {"name": name, "nodes": nodes, "edges": edges, "output": f"{{{{ nodes.n{n - 1}.output }}}}"}
 
 
-def ingest(hub: Hub, concurrencies=(1, 8, 32, 64), seconds: float = 8) -> dict:
+def ingest(hub: Hub, concurrencies=(1, 8, 32, 64), seconds: float = 8, repeats: int = 1) -> dict:
     """Accepted deliveries/s and latency; then prove nothing was lost once the backlog drains."""
     flow = hub.flow({"name": "ingest", "nodes": [
         {"id": "t", "connector": "transform", "config": {"value": "{{ trigger.body.order }}"}}]})
     url = hub.webhook(flow)
     rows, accepted = [], 0
     for c in concurrencies:
-        r = wrk(url, c, seconds)
+        r = wrk_median(url, c, seconds, repeats)
         accepted += r["accepted"]
         rows.append({"concurrency": c, **r})
     started = time.monotonic()
@@ -87,14 +97,14 @@ def ingest(hub: Hub, concurrencies=(1, 8, 32, 64), seconds: float = 8) -> dict:
             "drain_seconds": round(time.monotonic() - started, 2), "rss_mib": hub.rss_mib()}
 
 
-def sync_chain(hub: Hub, seconds: float = 8) -> dict:
+def sync_chain(hub: Hub, seconds: float = 8, repeats: int = 1) -> dict:
     """A sync webhook answering after a 10-node sequential chain of transform nodes."""
     chain = hub.flow(transform_chain(10, "chain10"))
     one = hub.flow(transform_chain(1, "chain1"))
     url10 = hub.webhook(chain, response="sync", sync_timeout_seconds=30)
     url1 = hub.webhook(one, response="sync", sync_timeout_seconds=30)
-    rows = [{"nodes": 10, "concurrency": c, **wrk(url10, c, seconds)} for c in (1, 8)]
-    single = wrk(url1, 1, seconds)
+    rows = [{"nodes": 10, "concurrency": c, **wrk_median(url10, c, seconds, repeats)} for c in (1, 8)]
+    single = wrk_median(url1, 1, seconds, repeats)
     # per-hop overhead: (chain p50 - single-node p50) / 9 extra hops
     per_hop = (rows[0]["p50_ms"] - single["p50_ms"]) / 9
     # and from the database: the gap between a node's finish and its successor's start
