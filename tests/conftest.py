@@ -360,3 +360,35 @@ def wait_run(base: str, headers: dict, run_id: int, timeout: float = 60) -> dict
             return run
         time.sleep(0.1)
     raise AssertionError(f"run {run_id} did not finish: {run}")
+
+
+def wait_until(what: str, check, timeout: float = 40, step: float = 0.05):
+    """Poll ``check()`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_flow_version(doc: dict):
+    """A workspace, a flow and its version 1 holding ``doc``, straight in the database."""
+    from hub.db import write_transaction
+    from hub.models import Flow, FlowVersion, Workspace
+
+    with write_transaction():
+        ws = Workspace.create(name="w")
+        flow = Flow.create(workspace=ws, name=doc["name"])
+        return FlowVersion.create(flow=flow, version=1, document=doc)
+
+
+def start_run(fv, body=None):
+    """Create a run of ``fv`` the way a trigger would (its doorbells are left unrung)."""
+    from hub.db import write_transaction
+    from hub.runtime import create_run
+
+    with write_transaction():
+        run, _bells = create_run(fv, {"body": body or {}}, workspace_id=fv.flow.workspace_id)
+    return run

@@ -12,17 +12,7 @@ import time
 import requests
 
 from hub.engine import idempotency_key
-from tests.conftest import api_login, wait_run
-
-
-def _until(what, check, timeout: float = 40):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.conftest import api_login, wait_run, wait_until
 
 
 def _keys(sink, path: str) -> list[str]:
@@ -54,14 +44,14 @@ def test_sigkill_of_the_worker_running_a_node(postgres_backend, processes, sink)
     run_id = requests.post(f"{base}/api/v1/flows/{flow.json()['id']}/runs", json={"payload": {}},
                            headers=headers, timeout=10).json()["id"]
 
-    _until("the first attempt to reach the sink", lambda: sink.hits("/slow"))
+    wait_until("the first attempt to reach the sink", lambda: sink.hits("/slow"))
 
     def first_attempt():
         run = requests.get(f"{base}/api/v1/runs/{run_id}", headers=headers, timeout=10).json()
         history = run["nodes"][0]["attempt_history"]
         return history[0] if history else None
 
-    attempt = _until("the attempt row", first_attempt)
+    attempt = wait_until("the attempt row", first_attempt)
     assert attempt["status"] == "running"
     host, _, pid = attempt["worker"].rpartition(":")
     victim = workers[int(pid)]  # the worker field names one of our two workers

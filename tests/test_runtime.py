@@ -6,23 +6,11 @@ import datetime as dt
 import threading
 import time
 
-from hub.db import connection, write_transaction
+from hub.db import connection
 from hub.engine import idempotency_key
-from hub.models import Attempt, Flow, FlowVersion, NodeRun, Run, Workspace, utcnow
-from hub.runtime import claim_attempt, create_run, execute_node, reap
-
-
-def _flow(hub, doc: dict) -> FlowVersion:
-    with write_transaction():
-        ws = Workspace.create(name="w")
-        flow = Flow.create(workspace=ws, name=doc["name"])
-        return FlowVersion.create(flow=flow, version=1, document=doc)
-
-
-def _run(fv: FlowVersion, body=None) -> Run:
-    with write_transaction():
-        run, _bells = create_run(fv, {"body": body or {}}, workspace_id=fv.flow.workspace_id)
-    return run
+from hub.models import Attempt, NodeRun, Run, utcnow
+from hub.runtime import claim_attempt, execute_node, reap
+from tests.conftest import make_flow_version, start_run
 
 
 def one_call(sink_url: str, **node) -> dict:
@@ -31,7 +19,7 @@ def one_call(sink_url: str, **node) -> dict:
 
 
 def test_the_same_message_twice_runs_the_connector_once(any_hub, sink):
-    run = _run(_flow(any_hub, one_call(sink.url)))
+    run = start_run(make_flow_version(one_call(sink.url)))
     assert execute_node(run.id, "call", any_hub.runtime) == []
     assert execute_node(run.id, "call", any_hub.runtime) == []
     assert len(sink.hits("/call")) == 1
@@ -41,7 +29,7 @@ def test_the_same_message_twice_runs_the_connector_once(any_hub, sink):
 
 def test_concurrent_duplicate_messages_run_the_connector_once(any_hub, sink):
     sink.respond("/call", (200, {"ok": True}, 0.2))
-    run = _run(_flow(any_hub, one_call(sink.url)))
+    run = start_run(make_flow_version(one_call(sink.url)))
 
     def deliver():
         with connection():
@@ -57,7 +45,7 @@ def test_concurrent_duplicate_messages_run_the_connector_once(any_hub, sink):
 
 
 def test_a_claimed_key_is_never_claimed_again(any_hub, sink):
-    run = _run(_flow(any_hub, one_call(sink.url)))
+    run = start_run(make_flow_version(one_call(sink.url)))
     node_run = NodeRun.get(NodeRun.node_id == "call")
     # Someone else holds attempt 1 already (its row exists), although the node still looks ready.
     Attempt.create(key=idempotency_key(run.id, "call", 1), node_run=node_run, run=run, node_id="call",
@@ -67,7 +55,7 @@ def test_a_claimed_key_is_never_claimed_again(any_hub, sink):
 
 
 def test_reaper_rings_again_for_a_ready_node_nobody_picked_up(hub, sink):
-    run = _run(_flow(hub, one_call(sink.url)))
+    run = start_run(make_flow_version(one_call(sink.url)))
     # The bell rung at creation was lost; nothing happens until the requeue window has passed.
     assert reap(hub.runtime).bells == []
     later = utcnow() + dt.timedelta(seconds=hub.settings.requeue_after_seconds + 1)
@@ -79,7 +67,7 @@ def test_reaper_rings_again_for_a_ready_node_nobody_picked_up(hub, sink):
 
 def test_expired_lease_counts_as_a_lost_attempt_and_retries(any_hub, sink):
     doc = one_call(sink.url, retry={"max_attempts": 2, "backoff_seconds": 0}, timeout_seconds=1)
-    run = _run(_flow(any_hub, doc))
+    run = start_run(make_flow_version(doc))
     claim = claim_attempt(run.id, "call", any_hub.runtime)
     assert claim is not None  # ...and then its worker died before finishing
     assert reap(any_hub.runtime).lost == 0  # the lease is the node's timeout plus a grace period
@@ -98,7 +86,7 @@ def test_expired_lease_counts_as_a_lost_attempt_and_retries(any_hub, sink):
 
 def test_retryable_failure_then_success(any_hub, sink):
     sink.respond("/call", (503, {"busy": True}), (200, {"ok": True}))
-    run = _run(_flow(any_hub, one_call(sink.url, retry={"max_attempts": 3, "backoff_seconds": 0})))
+    run = start_run(make_flow_version(one_call(sink.url, retry={"max_attempts": 3, "backoff_seconds": 0})))
     bells = execute_node(run.id, "call", any_hub.runtime)
     assert [b.node_id for b in bells] == ["call"] and bells[0].eta is not None
     node = NodeRun.get(NodeRun.node_id == "call")
@@ -113,7 +101,7 @@ def test_fatal_failure_skips_successors_and_fails_the_run(any_hub, sink):
     doc = one_call(sink.url)
     doc["nodes"].append({"id": "after", "connector": "http", "config": {"url": f"{sink.url}/after"}})
     doc["edges"] = [{"from": "call", "to": "after"}]
-    run = _run(_flow(any_hub, doc))
+    run = start_run(make_flow_version(doc))
     assert execute_node(run.id, "call", any_hub.runtime) == []
     statuses = {n.node_id: n.status for n in NodeRun.select()}
     assert statuses == {"call": "failed", "after": "skipped"}

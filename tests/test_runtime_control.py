@@ -12,7 +12,7 @@ from hub.config import load_settings
 from hub.core import Hub
 from hub.db import connection, write_transaction
 from hub.engine import idempotency_key
-from hub.models import Attempt, DeadLetter, Flow, FlowVersion, NodeRun, Run, RunEvent, Workspace, utcnow
+from hub.models import Attempt, DeadLetter, Flow, FlowVersion, NodeRun, Run, RunEvent, utcnow
 from hub.runtime import (
     ControlError,
     Doorbell,
@@ -29,19 +29,7 @@ from hub.runtime import (
 )
 from hub.services.flows import update_flow
 from sandbox import Result
-
-
-def _flow(doc: dict) -> FlowVersion:
-    with write_transaction():
-        ws = Workspace.create(name="w")
-        flow = Flow.create(workspace=ws, name=doc["name"])
-        return FlowVersion.create(flow=flow, version=1, document=doc)
-
-
-def _run(fv: FlowVersion, body=None) -> Run:
-    with write_transaction():
-        run, _ = create_run(fv, {"body": body or {}}, workspace_id=fv.flow.workspace_id)
-    return run
+from tests.conftest import make_flow_version, start_run
 
 
 def _statuses(run_id: int) -> dict[str, str]:
@@ -86,7 +74,7 @@ def _types(run_id: int) -> list[str]:
 
 def test_cancel_kills_the_running_sandbox_and_its_late_result_changes_nothing(any_hub, sink):
     sink.respond("/a", (200, {"slow": True}, 20))
-    run = _run(_flow(chain(sink.url)))
+    run = start_run(make_flow_version(chain(sink.url)))
     done: list = []
 
     def work():
@@ -127,7 +115,7 @@ def test_cancel_kills_the_running_sandbox_and_its_late_result_changes_nothing(an
 
 
 def test_pause_lets_running_attempts_finish_but_starts_nothing_until_resumed(any_hub, sink):
-    run = _run(_flow(chain(sink.url)))
+    run = start_run(make_flow_version(chain(sink.url)))
     claim = claim_attempt(run.id, "a", any_hub.runtime)
     assert claim is not None
     assert pause_run(run.id).status == "paused"
@@ -156,7 +144,7 @@ def test_pause_lets_running_attempts_finish_but_starts_nothing_until_resumed(any
 
 def test_resume_keeps_a_waiting_retry_at_its_due_time(hub, sink):
     sink.respond("/a", (503, {}), (200, {}))
-    run = _run(_flow({"name": "wait", "nodes": [
+    run = start_run(make_flow_version({"name": "wait", "nodes": [
         {"id": "a", "connector": "http", "config": {"url": f"{sink.url}/a"},
          "retry": {"max_attempts": 2, "backoff_seconds": 60, "jitter": 0}}]}))
     execute_node(run.id, "a", hub.runtime)
@@ -171,7 +159,7 @@ def test_resume_keeps_a_waiting_retry_at_its_due_time(hub, sink):
 
 def test_retry_reruns_failed_and_skipped_nodes_under_the_same_run_keeping_outputs(any_hub, sink):
     sink.respond("/b", (404, {"no": 1}), (200, {"yes": 1}))
-    run = _run(_flow(chain(sink.url)))
+    run = start_run(make_flow_version(chain(sink.url)))
     _drain(run.id, any_hub)
     assert Run.get_by_id(run.id).status == "failed"
     assert _statuses(run.id) == {"a": "succeeded", "b": "failed", "c": "skipped"}
@@ -198,7 +186,7 @@ def test_retry_reruns_failed_and_skipped_nodes_under_the_same_run_keeping_output
 
 def test_a_retried_node_gets_its_retry_policy_afresh(hub, sink):
     sink.respond("/b", (503, {}), (503, {}), (503, {}), (200, {}))
-    run = _run(_flow(chain(sink.url, retry={"max_attempts": 2, "backoff_seconds": 0})))
+    run = start_run(make_flow_version(chain(sink.url, retry={"max_attempts": 2, "backoff_seconds": 0})))
     _drain(run.id, hub)
     assert _statuses(run.id)["b"] == "failed"
     _, bells = retry_run(run.id)
@@ -210,7 +198,7 @@ def test_a_retried_node_gets_its_retry_policy_afresh(hub, sink):
 
 
 def test_retry_of_a_cancelled_run_reruns_the_cancelled_nodes(hub, sink):
-    run = _run(_flow(chain(sink.url)))
+    run = start_run(make_flow_version(chain(sink.url)))
     execute_node(run.id, "a", hub.runtime)  # a succeeds; b is ready when the run is cancelled
     cancel_run(run.id)
     assert _statuses(run.id) == {"a": "succeeded", "b": "cancelled", "c": "cancelled"}
@@ -222,7 +210,7 @@ def test_retry_of_a_cancelled_run_reruns_the_cancelled_nodes(hub, sink):
 
 
 def test_retry_refuses_what_it_cannot_do(hub, sink):
-    run = _run(_flow(chain(sink.url)))
+    run = start_run(make_flow_version(chain(sink.url)))
     for call, code in [(lambda: retry_run(run.id), "run_not_finished"),
                        (lambda: retry_run(10_000), "run_not_found")]:
         with pytest.raises(ControlError) as exc:
@@ -243,7 +231,7 @@ def test_retry_refuses_what_it_cannot_do(hub, sink):
 
 def test_exhausted_node_is_dead_lettered_and_redrive_runs_it_again(any_hub, sink):
     sink.respond("/b", (503, {}), (503, {}), (200, {"finally": True}))
-    run = _run(_flow(chain(sink.url, retry={"max_attempts": 2, "backoff_seconds": 0})))
+    run = start_run(make_flow_version(chain(sink.url, retry={"max_attempts": 2, "backoff_seconds": 0})))
     _drain(run.id, any_hub)
     assert Run.get_by_id(run.id).status == "failed"
     letters = list(DeadLetter.select())
@@ -266,7 +254,7 @@ def test_exhausted_node_is_dead_lettered_and_redrive_runs_it_again(any_hub, sink
 
 def test_a_node_that_fails_again_after_redrive_gets_a_new_dead_letter(hub, sink):
     sink.respond("/b", (400, {}))
-    run = _run(_flow(chain(sink.url)))
+    run = start_run(make_flow_version(chain(sink.url)))
     _drain(run.id, hub)
     first = DeadLetter.get()
     _, bells = redrive_dead_letter(first.id)
@@ -281,8 +269,8 @@ def test_a_node_that_fails_again_after_redrive_gets_a_new_dead_letter(hub, sink)
 
 def test_a_run_keeps_executing_the_version_it_started_on(any_hub, sink):
     v1 = chain(sink.url)
-    fv = _flow(v1)
-    run = _run(fv)
+    fv = make_flow_version(v1)
+    run = start_run(fv)
     execute_node(run.id, "a", any_hub.runtime)
     v2 = chain(sink.url)
     v2["nodes"][1]["config"]["url"] = f"{sink.url}/b-v2"
@@ -311,7 +299,7 @@ def test_a_waiting_retry_survives_a_restart_with_an_empty_queue(backend, sink):
     migrate(settings.data_dir / "migrate.lock")
     sink.respond("/a", (503, {}, 0), (200, {"second": True}))
     with connection():
-        run = _run(_flow({"name": "r", "nodes": [
+        run = start_run(make_flow_version({"name": "r", "nodes": [
             {"id": "a", "connector": "http", "config": {"url": f"{sink.url}/a"},
              "retry": {"max_attempts": 3, "backoff_seconds": 1, "jitter": 0}}]}))
         bells = execute_node(run.id, "a", first.runtime)
@@ -362,7 +350,7 @@ def test_expression_edges_join_any_skip_propagation_and_output(hub, sink):
             {"from": "bad", "to": "handler", "when": "on_failure"},
         ],
     }
-    run = _run(_flow(doc), body={"n": 42})
+    run = start_run(make_flow_version(doc), body={"n": 42})
     _drain(run.id, hub)
     run = Run.get_by_id(run.id)
     assert _statuses(run.id) == {"n": "succeeded", "big": "succeeded", "small": "skipped",
@@ -375,7 +363,7 @@ def test_expression_edges_join_any_skip_propagation_and_output(hub, sink):
 
 def test_a_node_timeout_reaches_the_sandbox(hub, sink):
     sink.respond("/slow", (200, {}, 10))
-    run = _run(_flow({"name": "t", "nodes": [
+    run = start_run(make_flow_version({"name": "t", "nodes": [
         {"id": "slow", "connector": "http", "config": {"url": f"{sink.url}/slow"}, "timeout_seconds": 1,
          "retry": {"max_attempts": 1}}]}))
     started = time.monotonic()

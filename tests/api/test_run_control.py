@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import api_login, wait_run
+from tests.conftest import api_login, wait_run, wait_until
 
 
 @pytest.fixture
@@ -38,15 +38,6 @@ def _post(base, headers, path, json=None) -> requests.Response:
     return requests.post(f"{base}{path}", json=json, headers=headers, timeout=10)
 
 
-def _until(what, check, timeout: float = 40):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def chain(sink_url: str, **b) -> dict:
     return {
@@ -64,7 +55,7 @@ def test_cancel_kills_the_attempt_in_the_worker_and_skips_the_rest(hub_procs, si
     base, headers = hub_procs
     sink.respond("/a", (200, {"slow": True}, 60))
     run_id = _start(base, headers, _flow(base, headers, chain(sink.url)))
-    _until("the attempt to reach the sink", lambda: sink.hits("/a"))
+    wait_until("the attempt to reach the sink", lambda: sink.hits("/a"))
 
     r = _post(base, headers, f"/api/v1/runs/{run_id}/cancel")
     assert r.status_code == 200, r.text
@@ -94,12 +85,12 @@ def test_pause_holds_the_next_node_until_resume(hub_procs, sink):
     base, headers = hub_procs
     sink.respond("/a", (200, {"a": 1}, 1.5))
     run_id = _start(base, headers, _flow(base, headers, chain(sink.url)))
-    _until("a to start", lambda: sink.hits("/a"))
+    wait_until("a to start", lambda: sink.hits("/a"))
 
     r = _post(base, headers, f"/api/v1/runs/{run_id}/pause")
     assert r.status_code == 200 and r.json()["status"] == "paused", r.text
     # a (already running) finishes and is recorded; b is ready but does not start
-    run = _until("a to finish", lambda: (lambda x: x if x["nodes"][0]["status"] == "succeeded" else None)(
+    run = wait_until("a to finish", lambda: (lambda x: x if x["nodes"][0]["status"] == "succeeded" else None)(
         _get(base, headers, run_id)))
     assert run["status"] == "paused"
     time.sleep(2)
