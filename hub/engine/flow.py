@@ -230,6 +230,16 @@ class _Parser:
     def add(self, path: str, code: str, message: str) -> None:
         self.problems.append(Problem(path, code, message))
 
+    def unknown_keys(self, path: str, raw: Mapping, known, what: str, allowed=None) -> bool:
+        """Report every key of ``raw`` outside ``known`` (or ``allowed(key)``); True when there was none."""
+        expected = "one of " + ", ".join(sorted(known))
+        ok = True
+        for key in raw:
+            if key not in known and not (allowed and allowed(key)):
+                self.add(join_path(path, str(key)), "unknown_key", f"unknown {what}key {key!r}; expected {expected}")
+                ok = False
+        return ok
+
     # -- plain data ---------------------------------------------------------------------------------
 
     def check_data(self, value: Any, path: str, depth: int = 0) -> bool:
@@ -272,13 +282,7 @@ class _Parser:
         if not isinstance(doc, Mapping):
             self.add("", "invalid_type", f"a flow document must be a mapping, got {_type_name(doc)}")
             return None
-        for key in doc:
-            if key not in TOP_LEVEL_KEYS and not (isinstance(key, str) and key.startswith("x-")):
-                self.add(
-                    join_path("", str(key)),
-                    "unknown_key",
-                    f"unknown key {key!r}; expected one of {', '.join(sorted(TOP_LEVEL_KEYS))}",
-                )
+        self.unknown_keys("", doc, TOP_LEVEL_KEYS, "", allowed=lambda k: isinstance(k, str) and k.startswith("x-"))
 
         name = doc.get("name")
         if name is None:
@@ -344,13 +348,7 @@ class _Parser:
             self.add(path, "invalid_type", f"a node must be a mapping, got {_type_name(raw)}")
             return None
         before = len(self.problems)
-        for key in raw:
-            if key not in NODE_KEYS:
-                self.add(
-                    join_path(path, str(key)),
-                    "unknown_key",
-                    f"unknown node key {key!r}; expected one of {', '.join(sorted(NODE_KEYS))}",
-                )
+        self.unknown_keys(path, raw, NODE_KEYS, "node ")
 
         node_id = raw.get("id")
         if node_id is None:
@@ -466,16 +464,7 @@ class _Parser:
         if not isinstance(raw, Mapping):
             self.add(path, "invalid_type", f"retry must be a mapping, got {_type_name(raw)}")
             return None
-        known = {f[0] for f in _RETRY_FIELDS}
-        ok = True
-        for key in raw:
-            if key not in known:
-                self.add(
-                    join_path(path, str(key)),
-                    "unknown_key",
-                    f"unknown retry key {key!r}; expected one of {', '.join(sorted(known))}",
-                )
-                ok = False
+        ok = self.unknown_keys(path, raw, {f[0] for f in _RETRY_FIELDS}, "retry ")
         values: dict[str, Any] = {}
         for key, kind, low, high in _RETRY_FIELDS:
             if key not in raw or raw[key] is None:
@@ -550,15 +539,7 @@ class _Parser:
             if not isinstance(item, Mapping):
                 self.add(path, "invalid_type", f"an edge must be a mapping, got {_type_name(item)}")
                 continue
-            ok = True
-            for key in item:
-                if key not in EDGE_KEYS:
-                    self.add(
-                        join_path(path, str(key)),
-                        "unknown_key",
-                        f"unknown edge key {key!r}; expected from, to, when",
-                    )
-                    ok = False
+            ok = self.unknown_keys(path, item, EDGE_KEYS, "edge ")
             ends = []
             for key in ("from", "to"):
                 value = item.get(key)
