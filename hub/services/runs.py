@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from hub import runtime
@@ -62,44 +64,40 @@ def run_detail(run: Run) -> dict[str, Any]:
 # --- run control (cancel, pause, resume, retry) and dead letters ------------------------------------
 
 
-def _conflict(exc: ControlError) -> ApiError:
-    status = 404 if exc.code.endswith("_not_found") and exc.code != "node_not_found" else 409
-    return ApiError(status, exc.code, exc.message)
+@contextlib.contextmanager
+def _as_api_error() -> Iterator[None]:
+    """A refused run-control action as an API answer: an unknown run or dead letter is a 404, any
+    other refusal (wrong state, unknown node) a 409, each with the runtime's stable code."""
+    try:
+        yield
+    except ControlError as exc:
+        status = 404 if exc.code.endswith("_not_found") and exc.code != "node_not_found" else 409
+        raise ApiError(status, exc.code, exc.message) from None
 
 
 def cancel(run: Run, actor: str | None = None) -> Run:
-    try:
+    with _as_api_error():
         return runtime.cancel_run(run.id, actor=actor)
-    except ControlError as exc:
-        raise _conflict(exc) from None
 
 
 def pause(run: Run, actor: str | None = None) -> Run:
-    try:
+    with _as_api_error():
         return runtime.pause_run(run.id, actor=actor)
-    except ControlError as exc:
-        raise _conflict(exc) from None
 
 
 def resume(run: Run, actor: str | None = None) -> tuple[Run, list[Doorbell]]:
-    try:
+    with _as_api_error():
         return runtime.resume_run(run.id, actor=actor)
-    except ControlError as exc:
-        raise _conflict(exc) from None
 
 
 def retry(run: Run, nodes: list[str] | None = None, actor: str | None = None) -> tuple[Run, list[Doorbell]]:
-    try:
+    with _as_api_error():
         return runtime.retry_run(run.id, nodes, actor=actor)
-    except ControlError as exc:
-        raise _conflict(exc) from None
 
 
 def redrive(letter: DeadLetter, actor: str | None = None) -> tuple[DeadLetter, list[Doorbell]]:
-    try:
+    with _as_api_error():
         return runtime.redrive_dead_letter(letter.id, actor=actor)
-    except ControlError as exc:
-        raise _conflict(exc) from None
 
 
 def dead_letter_doc(letter: DeadLetter) -> dict[str, Any]:

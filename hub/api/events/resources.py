@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from hub.api.errors import ApiError, problem
-from hub.api.security import auth_required
+from hub.api.security import auth_required, owned_or_404
 from hub.db import connection
 from hub.models import Run
 from hub.services import streams
@@ -97,9 +97,7 @@ class RunEvents(MethodView):
         and all its events were sent, an `end` event (no id) closes the stream.
         """
         with connection():
-            run = Run.get_or_none((Run.id == run_id) & (Run.workspace == g.principal.workspace_id))
-        if run is None:
-            raise ApiError(404, "run_not_found", f"no run with id {run_id}")
+            owned_or_404(Run, run_id, "run_not_found", "run")
         after = _last_event_id(args) or 0
         return _sse(streams.run_events(run_id, after, _waker(), follow=args["follow"]))
 

@@ -6,14 +6,14 @@ import base64
 import datetime as dt
 import secrets
 
-from flask import current_app, g, request
+from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from hub.api.errors import ApiError
 from hub.api.flows.resources import get_flow
 from hub.api.pagination import PageArgs, page_of
-from hub.api.security import auth_required
+from hub.api.security import auth_required, owned_or_404
 from hub.api.triggers.schemas import (
     DeliveryArgs,
     DeliveryPageSchema,
@@ -24,16 +24,12 @@ from hub.api.triggers.schemas import (
     TriggerSchema,
 )
 from hub.db import write_transaction
-from hub.models import Delivery, FlowVersion, Trigger, TriggerToken, utcnow
+from hub.models import Delivery, FlowVersion, Trigger, TriggerToken, iso, utcnow
 from hub.scheduler import next_fire_times
 
 blp = Blueprint("triggers", __name__, url_prefix="/api/v1", description="Webhook and schedule triggers")
 
 _COLUMNS = ("type", "enabled", "flow_version")
-
-
-def _ts(value):
-    return value.isoformat(timespec="milliseconds") + "Z" if value else None
 
 
 def public_url(token: str) -> str:
@@ -54,15 +50,15 @@ def trigger_doc(t: Trigger) -> dict:
         }
     doc = {"id": t.id, "flow_id": t.flow_id, "type": t.type, "enabled": t.enabled,
            "flow_version": t.flow_version, "config": config,
-           "created_at": _ts(t.created_at), "updated_at": _ts(t.updated_at)}
+           "created_at": iso(t.created_at), "updated_at": iso(t.updated_at)}
     if t.type == "webhook":
         doc["url"] = public_url(t.token)
         old = (TriggerToken.select().where((TriggerToken.trigger == t.id) & (TriggerToken.expires_at > utcnow()))
                .order_by(TriggerToken.expires_at.desc()).first())
         if old is not None:
-            doc["previous_url_expires_at"] = _ts(old.expires_at)
+            doc["previous_url_expires_at"] = iso(old.expires_at)
     elif config.get("cron"):
-        doc["next_fire_times"] = [_ts(s) for s in next_fire_times(config["cron"], config.get("timezone"))]
+        doc["next_fire_times"] = [iso(s) for s in next_fire_times(config["cron"], config.get("timezone"))]
     return doc
 
 
@@ -99,10 +95,7 @@ def _check_version(flow_id: int, version: int | None) -> None:
 
 
 def get_trigger(trigger_id: int) -> Trigger:
-    t = Trigger.get_or_none((Trigger.id == trigger_id) & (Trigger.workspace == g.principal.workspace_id))
-    if t is None:
-        raise ApiError(404, "trigger_not_found", f"no trigger with id {trigger_id}")
-    return t
+    return owned_or_404(Trigger, trigger_id, "trigger_not_found", "trigger")
 
 
 @blp.route("/flows/<int:flow_id>/triggers")
@@ -242,7 +235,7 @@ def delivery_doc(d: Delivery) -> dict:
             body = raw.decode("utf-8")
         except UnicodeDecodeError:
             body, encoding = base64.b64encode(raw).decode(), "base64"
-    return {"id": d.id, "trigger_id": d.trigger_id, "received_at": _ts(d.received_at), "method": d.method,
+    return {"id": d.id, "trigger_id": d.trigger_id, "received_at": iso(d.received_at), "method": d.method,
             "status": d.status, "status_code": d.status_code, "error": d.error, "dedupe_key": d.dedupe_key,
             "run_id": d.run_id, "headers": d.headers, "query": d.query, "content_type": d.content_type,
             "body": body, "body_encoding": encoding, "body_bytes": len(raw) if raw is not None else 0}
