@@ -22,6 +22,7 @@ import peewee
 from limits import parse as parse_limit
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from peewee import JOIN, fn
 
 from hub.api.errors import ApiError
 from hub.crypto import SecretBox
@@ -131,13 +132,24 @@ def redact_headers(headers: dict[str, str], config: dict) -> dict[str, str]:
 # --- tokens and secrets ----------------------------------------------------------------------------
 
 
+def _with_version():
+    """Webhook triggers with the flow version a new run would use, in one query (a delivery's first read)."""
+    version = fn.COALESCE(Trigger.flow_version, Flow.latest_version)
+    return (Trigger.select(Trigger, FlowVersion)
+            .join(Flow, on=(Trigger.flow == Flow.id))
+            .join(FlowVersion, JOIN.LEFT_OUTER, on=(FlowVersion.flow == Flow.id) & (FlowVersion.version == version),
+                  attr="run_version")
+            .where(Trigger.type == "webhook"))
+
+
 def find_trigger(token: str) -> Trigger:
-    """The enabled webhook trigger for a token: its current one, or a rotated one still in its overlap."""
-    trigger = Trigger.get_or_none((Trigger.token == token) & (Trigger.type == "webhook"))
+    """The enabled webhook trigger for a token: its current one, or a rotated one still in its overlap.
+    ``trigger.flow.run_version`` is the flow version a new run uses."""
+    trigger = _with_version().where(Trigger.token == token).first()
     if trigger is None:
         old = TriggerToken.get_or_none((TriggerToken.token == token) & (TriggerToken.expires_at > utcnow()))
         if old is not None:
-            trigger = Trigger.get_or_none((Trigger.id == old.trigger_id) & (Trigger.type == "webhook"))
+            trigger = _with_version().where(Trigger.id == old.trigger_id).first()
     if trigger is None or not trigger.enabled:
         # The same answer for unknown and disabled: a token's existence is not leaked.
         raise ApiError(404, "unknown_hook", "no enabled webhook at this URL")
@@ -243,8 +255,7 @@ def ingest(trigger: Trigger, inbound: Inbound, box: SecretBox | None = None) -> 
                         raise _Seen(first.run_id)
                     # Past the retention window the id may be used again: the old row keeps its history.
                     Delivery.update(dedupe_key=None).where(Delivery.id == first.id).execute()
-            version = trigger.flow_version or Flow.get_by_id(trigger.flow_id).latest_version
-            fv = FlowVersion.get((FlowVersion.flow == trigger.flow_id) & (FlowVersion.version == version))
+            fv = _run_version(trigger)
             run, bells = create_run(fv, trigger_data, workspace_id=trigger.workspace_id,
                                     trigger_id=trigger.id, source="webhook")
             delivery = Delivery.create(**row, dedupe_key=key, run=run.id, status="accepted", status_code=202)
@@ -257,6 +268,15 @@ def ingest(trigger: Trigger, inbound: Inbound, box: SecretBox | None = None) -> 
             raise
         return _duplicate(row, key, existing)
     return Accepted(run.id, False, bells, delivery.id)
+
+
+def _run_version(trigger: Trigger) -> FlowVersion:
+    """The version found with the trigger (see :func:`find_trigger`), else read now."""
+    fv = getattr(trigger.flow, "run_version", None) if "flow" in trigger.__rel__ else None
+    if fv is not None and fv.id is not None:
+        return fv
+    version = trigger.flow_version or Flow.get_by_id(trigger.flow_id).latest_version
+    return FlowVersion.get((FlowVersion.flow == trigger.flow_id) & (FlowVersion.version == version))
 
 
 class _Seen(Exception):
