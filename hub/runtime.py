@@ -13,6 +13,7 @@ branches finish at the same moment.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import functools
 import inspect
@@ -20,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -95,6 +96,10 @@ class RuntimeConfig:
     worker_name: str = "worker"
     #: how often a worker looks whether the attempt it runs was cancelled (or declared lost)
     cancel_poll_seconds: float = 0.5
+    cancel_watch: CancelWatch = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.cancel_watch = CancelWatch(self.cancel_poll_seconds)
 
 
 # --- flows -----------------------------------------------------------------------------------------
@@ -122,22 +127,25 @@ def flow_of(fv: FlowVersion) -> Flow:
 class EventLog:
     """Buffers a transaction's events and writes them with consecutive per-run sequence numbers."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, *, seq: int | None = None) -> None:
         self.run = run
+        self.seq = run.event_seq if seq is None else seq
         self.rows: list[dict[str, Any]] = []
 
     def add(self, type_: str, node_id: str | None = None, **data: Any) -> None:
-        self.run.event_seq += 1
+        self.seq += 1
         self.rows.append(
-            {"run": self.run.id, "seq": self.run.event_seq, "type": type_, "node_id": node_id,
+            {"run": self.run.id, "seq": self.seq, "type": type_, "node_id": node_id,
              "data": data, "created_at": utcnow()}
         )
 
-    def flush(self) -> None:
+    def flush(self, *, update_run: bool = True) -> None:
+        """Insert the buffered events; ``update_run=False`` when the caller writes ``event_seq`` itself."""
         if self.rows:
             RunEvent.insert_many(self.rows).execute()
-            Run.update(event_seq=self.run.event_seq, updated_at=utcnow()).where(
-                Run.id == self.run.id).execute()
+            if update_run:
+                Run.update(event_seq=self.seq, updated_at=utcnow()).where(Run.id == self.run.id).execute()
+            self.run.event_seq = self.seq
             self.rows = []
 
 
@@ -162,6 +170,8 @@ def create_run(
     """Insert a run and its node rows. Call inside a write transaction; ring the bells after commit."""
     flow = flow_of(flow_version)
     now = utcnow()
+    statuses = initial_statuses(flow)
+    ready = [n for n, s in statuses.items() if s == NodeStatus.READY]
     run = Run.create(
         workspace=workspace_id,
         flow=flow_version.flow_id,
@@ -172,8 +182,8 @@ def create_run(
         trigger_data=trigger_data,
         created_at=now,
         updated_at=now,
+        event_seq=1 + len(ready),  # the events below, written without a second update of the run
     )
-    statuses = initial_statuses(flow)
     NodeRun.insert_many(
         [
             {
@@ -186,12 +196,11 @@ def create_run(
             for node_id, status in statuses.items()
         ]
     ).execute()
-    events = EventLog(run)
+    events = EventLog(run, seq=0)
     events.add("run.created", source=source, flow_version=flow_version.version)
-    ready = [n for n, s in statuses.items() if s == NodeStatus.READY]
     for node_id in ready:
         events.add("node.ready", node_id)
-    events.flush()
+    events.flush(update_run=False)
     return run, [Doorbell(run.id, n) for n in ready]
 
 
@@ -204,6 +213,8 @@ class Claim:
     node_run: NodeRun
     attempt: Attempt
     flow: Flow
+    #: every node row of the run as of the claim (what the node's templates see)
+    node_runs: list[NodeRun] = field(default_factory=list)
 
     @property
     def node(self):
@@ -217,41 +228,50 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
     here with the same message, exactly one insert succeeds.
     """
     now = utcnow()
-    with write_transaction():
-        run = _lock_run(run_id)
-        if run is None or run.status != RunStatus.RUNNING.value:
+    with write_transaction() as txn:
+        # One statement locks the run, checks it is running and reserves the sequence number of the
+        # node.started event below (given back by the rollback when there is nothing to claim).
+        run = (Run.update(event_seq=Run.event_seq + 1, updated_at=now)
+               .where((Run.id == run_id) & (Run.status == RunStatus.RUNNING.value))
+               .returning(Run).execute())
+        run = next(iter(run), None)
+        if run is None:
             return None
-        node_run = NodeRun.get_or_none((NodeRun.run == run_id) & (NodeRun.node_id == node_id))
-        if node_run is None or node_run.status not in CLAIMABLE:
+        node_runs = list(NodeRun.select().where(NodeRun.run == run_id))
+        node_run = next((nr for nr in node_runs if nr.node_id == node_id), None)
+        if (node_run is None or node_run.status not in CLAIMABLE
+                or (node_run.due_at is not None and node_run.due_at > now)):  # a retry not due yet
+            txn.rollback()
             return None
-        if node_run.due_at is not None and node_run.due_at > now:
-            return None  # a retry that is not due yet; its own bell is scheduled
         flow = load_flow(run.flow_id, run.flow_version)
         node = flow.nodes[node_id]
         number = node_run.attempts + 1
         timeout = _limits(node, cfg).timeout_seconds
         key = idempotency_key(run_id, node_id, number)
-        inserted = (
-            Attempt.insert(
-                key=key, node_run=node_run.id, run=run_id, node_id=node_id, number=number,
-                status="running", worker=cfg.worker_name, started_at=now,
-                lease_expires_at=now + dt.timedelta(seconds=timeout + cfg.lease_grace_seconds),
-            )
+        attempt = Attempt(
+            key=key, node_run=node_run.id, run=run_id, node_id=node_id, number=number,
+            status="running", worker=cfg.worker_name, started_at=now,
+            lease_expires_at=now + dt.timedelta(seconds=timeout + cfg.lease_grace_seconds),
+        )
+        inserted = list(
+            Attempt.insert(dict(attempt.__data__))  # the row as built, defaults included
             .on_conflict(conflict_target=[Attempt.key], action="NOTHING")
-            .as_rowcount()
+            .returning(Attempt.id)
             .execute()
         )
-        if inserted != 1:
+        if not inserted:
+            txn.rollback()
             return None
+        attempt.id = inserted[0].id
         node_run.status = NodeStatus.RUNNING.value
         node_run.attempts = number
         node_run.started_at = node_run.started_at or now
         node_run.save(only=[NodeRun.status, NodeRun.attempts, NodeRun.started_at])
-        events = EventLog(run)
+        events = EventLog(run, seq=run.event_seq - 1)
         events.add("node.started", node_id, attempt=number, worker=cfg.worker_name)
-        events.flush()
-        attempt = Attempt.get(Attempt.key == key)
-    return Claim(run=run, node_run=node_run, attempt=attempt, flow=flow)
+        events.flush(update_run=False)
+    return Claim(run=run, node_run=node_run, attempt=attempt, flow=flow, node_runs=node_runs)
+
 
 
 def _limits(node, cfg: RuntimeConfig, network: bool = False) -> Limits:
@@ -345,7 +365,7 @@ def execute_node(run_id: int, node_id: str, cfg: RuntimeConfig) -> list[Doorbell
         result = Result(ok=False, error=f'connector "{node.connector}" is not installed',
                         error_kind="config")
         return finish_attempt(claim, result, cfg, secrets.used)
-    node_runs = list(NodeRun.select().where(NodeRun.run == run_id))
+    node_runs = claim.node_runs
     scope = node_scope(claim.run, node_runs, secrets)
     try:
         config = render(node.config, scope)
@@ -376,7 +396,7 @@ def execute_node(run_id: int, node_id: str, cfg: RuntimeConfig) -> list[Doorbell
     try:
         sandbox = cfg.sandbox_for(info.spec.kind)
         if _accepts_cancel(sandbox):
-            with CancelWatch(claim.attempt.id, cfg.cancel_poll_seconds) as cancel:
+            with cfg.cancel_watch.watch(claim.attempt.id) as cancel:
                 result = sandbox.run(info.spec, payload, limits, cancel=cancel)
         else:
             result = sandbox.run(info.spec, payload, limits)
@@ -396,41 +416,58 @@ def _accepts_cancel(sandbox: Any) -> bool:
 
 
 class CancelWatch:
-    """Sets an Event once the attempt stops being ``running`` in the database.
+    """Sets an attempt's Event once it stops being ``running`` in the database.
 
     Cancel is a committed row (the attempt marked ``cancelled``), so it reaches an attempt in any
-    worker process on any machine: this thread polls that one row and the sandbox kills its process
-    group when the event is set. A poll is a primary-key read every ``interval`` seconds.
+    worker process on any machine. One thread per process watches every attempt running there with
+    one query every ``interval`` seconds (a thread per attempt cost ≈ 0.5 ms per node to start and
+    join); the sandbox kills the attempt's process group when its event is set.
     """
 
-    def __init__(self, attempt_id: int, interval: float = 0.5) -> None:
-        self.attempt_id = attempt_id
+    def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
-        self.event = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"cancel-watch-{attempt_id}", daemon=True)
+        self._watched: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> threading.Event:
-        self._thread.start()
-        return self.event
+    @contextlib.contextmanager
+    def watch(self, attempt_id: int) -> Iterator[threading.Event]:
+        event = threading.Event()
+        with self._lock:
+            self._watched[attempt_id] = event
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="cancel-watch", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        try:
+            yield event
+        finally:
+            with self._lock:
+                self._watched.pop(attempt_id, None)
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._watched:
+                    self._wake.wait()
+            time.sleep(self.interval)
+            with self._lock:
+                ids = list(self._watched)
+            if not ids:
+                continue
             try:
                 with connection():
-                    status = (Attempt.select(Attempt.status).where(Attempt.id == self.attempt_id)
-                              .scalar())
-            except Exception:  # a database hiccup must not kill the attempt; look again
-                log.warning("cancel watch: could not read attempt %s", self.attempt_id, exc_info=True)
-                status = "running"
-            if status != "running":
-                self.event.set()
-                return
-            self._stop.wait(self.interval)
+                    running = {a.id for a in Attempt.select(Attempt.id).where(
+                        Attempt.id.in_(ids) & (Attempt.status == "running"))}
+            except Exception:  # a database hiccup must not kill attempts; look again
+                log.warning("cancel watch: could not read attempts %s", ids, exc_info=True)
+                continue
+            with self._lock:
+                for attempt_id in ids:
+                    event = self._watched.get(attempt_id)
+                    if event is not None and attempt_id not in running:
+                        event.set()
 
 
 def _error_doc(result: Result) -> dict[str, Any]:
@@ -448,22 +485,32 @@ def finish_attempt(
     output = redact(result.output, used_secrets) if result.ok else None
     error = redact(_error_doc(result), used_secrets) if not result.ok else None
     logs = redact(list(result.logs[:200]), used_secrets)
+    now = utcnow()
+    attempt = claim.attempt
     with write_transaction():
         run = _lock_run(claim.run.id)
-        attempt = Attempt.get_by_id(claim.attempt.id)
-        if attempt.status != "running":
-            # A reaper already declared it lost (or the run was cancelled): its successor decides.
+        # Written only while the attempt is still ours: a reaper may have declared it lost, or the
+        # run been cancelled, and then its successor decides.
+        if not (Attempt.update(_attempt_outcome(result, output, error, now))
+                .where((Attempt.id == attempt.id) & (Attempt.status == "running")).execute()):
             events = EventLog(run)
             events.add("attempt.late_result", claim.node_run.node_id, attempt=attempt.number,
                        ok=result.ok)
             events.flush()
             return []
-        return _record(run, claim.flow, attempt, result.ok, output, error, result, cfg, logs)
+        return _record(run, claim.flow, attempt, result.ok, output, error, result, cfg, logs, now=now,
+                       attempt_written=True)
+
+
+def _attempt_outcome(result: Result, output: Any, error: Any, now: dt.datetime) -> dict:
+    status = "succeeded" if result.ok else ("lost" if result.error_kind == "lost" else "failed")
+    return {Attempt.status: status, Attempt.output: output, Attempt.error: error, Attempt.finished_at: now,
+            Attempt.duration_ms: result.duration_ms}
 
 
 def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error: Any,
             result: Result, cfg: RuntimeConfig, logs: list[str] | None = None,
-            now: dt.datetime | None = None) -> list[Doorbell]:
+            now: dt.datetime | None = None, attempt_written: bool = False) -> list[Doorbell]:
     """Apply an attempt's outcome to node and run state. Caller holds the run lock."""
     now = now or utcnow()
     node_id = attempt.node_id
@@ -473,23 +520,21 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
     for line in logs or []:
         events.add("node.log", node_id, attempt=attempt.number, line=line)
 
-    Attempt.update(
-        status="succeeded" if ok else ("lost" if result.error_kind == "lost" else "failed"),
-        output=output, error=error, finished_at=now, duration_ms=result.duration_ms,
-    ).where(Attempt.id == attempt.id).execute()
-    node_run = NodeRun.get((NodeRun.run == run.id) & (NodeRun.node_id == node_id))
+    if not attempt_written:
+        Attempt.update(_attempt_outcome(result, output, error, now)).where(Attempt.id == attempt.id).execute()
+    this_node = (NodeRun.run == run.id) & (NodeRun.node_id == node_id)
 
     if run.status in (RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value, RunStatus.FAILED.value):
         # Cancelled while this attempt ran: keep what it did, start nothing new.
         NodeRun.update(status=NodeStatus.SUCCEEDED.value if ok else NodeStatus.FAILED.value,
-                       output=output, error=error, finished_at=now).where(NodeRun.id == node_run.id).execute()
+                       output=output, error=error, finished_at=now).where(this_node).execute()
         events.add("node.succeeded" if ok else "node.failed", node_id, attempt=attempt.number, error=error)
         events.flush()
         return []
 
     if ok:
         NodeRun.update(status=NodeStatus.SUCCEEDED.value, output=output, error=None,
-                       finished_at=now).where(NodeRun.id == node_run.id).execute()
+                       finished_at=now).where(this_node).execute()
         events.add("node.succeeded", node_id, attempt=attempt.number, duration_ms=result.duration_ms)
     else:
         used = attempt.number - _attempts_before_reset(run.id, node_id)
@@ -497,16 +542,15 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
         if decision.retry:
             due = now + dt.timedelta(seconds=decision.delay_seconds)
             NodeRun.update(status=NodeStatus.RETRYING.value, error=error, due_at=due,
-                           enqueued_at=due).where(NodeRun.id == node_run.id).execute()
+                           enqueued_at=due).where(this_node).execute()
             events.add("node.retrying", node_id, attempt=attempt.number, error=error,
                        delay_seconds=round(decision.delay_seconds, 3))
             events.flush()
             return [Doorbell(run.id, node_id, eta=due)] if run.status == RunStatus.RUNNING.value else []
-        NodeRun.update(status=NodeStatus.FAILED.value, error=error, finished_at=now).where(
-            NodeRun.id == node_run.id).execute()
+        NodeRun.update(status=NodeStatus.FAILED.value, error=error, finished_at=now).where(this_node).execute()
         events.add("node.failed", node_id, attempt=attempt.number, error=error, reason=decision.reason)
         letter = DeadLetter.create(workspace=run.workspace_id, flow=run.flow_id, run=run.id,
-                                   node_run=node_run.id, node_id=node_id, attempts=attempt.number,
+                                   node_run=attempt.node_run_id, node_id=node_id, attempts=attempt.number,
                                    error=error, created_at=now)
         events.add("node.dead_lettered", node_id, dead_letter_id=letter.id, attempts=attempt.number)
 
@@ -539,6 +583,7 @@ def _advance(run: Run, flow: Flow, events: EventLog, now: dt.datetime) -> list[D
             (NodeRun.run == run.id) & NodeRun.node_id.in_(step.ready)).execute()
         for node_id in step.ready:
             statuses[node_id] = NodeStatus.READY
+            node_runs[node_id].status = NodeStatus.READY.value
             events.add("node.ready", node_id)
             bells.append(Doorbell(run.id, node_id))
     if step.skipped:
@@ -546,17 +591,21 @@ def _advance(run: Run, flow: Flow, events: EventLog, now: dt.datetime) -> list[D
             (NodeRun.run == run.id) & NodeRun.node_id.in_(step.skipped)).execute()
         for node_id in step.skipped:
             statuses[node_id] = NodeStatus.SKIPPED
+            node_runs[node_id].status = NodeStatus.SKIPPED.value
             events.add("node.skipped", node_id)
 
     outcome = run_outcome(flow, statuses)
     if outcome is not None:
-        _finish_run(run, flow, outcome, events, now)
+        _finish_run(run, flow, outcome, events, now, list(node_runs.values()))
     return bells
 
 
-def _finish_run(run: Run, flow: Flow, outcome: RunStatus, events: EventLog, now: dt.datetime) -> None:
+def _finish_run(run: Run, flow: Flow, outcome: RunStatus, events: EventLog, now: dt.datetime,
+                node_runs: list[NodeRun] | None = None) -> None:
+    """Close the run; ``node_runs`` are its node rows as they stand (read again when not given)."""
     output, error = None, None
-    node_runs = list(NodeRun.select().where(NodeRun.run == run.id))
+    if node_runs is None:
+        node_runs = list(NodeRun.select().where(NodeRun.run == run.id))
     if outcome == RunStatus.SUCCEEDED and flow.output is not None:
         try:
             output = render(flow.output, node_scope(run, node_runs))
