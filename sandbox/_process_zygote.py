@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import array
 import ctypes
+import gc
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +65,7 @@ class _Attempt:
     status: socket.socket
     slot: int
     uid: int | None
+    tmpdir: str
 
 
 class Zygote:
@@ -75,6 +79,7 @@ class Zygote:
         self.netns: dict[int, int] = {}
         self.mntns: int | None = None
         self.exposed: list[str] = []
+        self.workdir: str = cfg["workdir"]
         self.attempts: dict[int, _Attempt] = {}
         self.by_status_fd: dict[int, int] = {}
         self.sel = selectors.DefaultSelector()
@@ -184,6 +189,9 @@ class Zygote:
         slot = int(req["slot"])
         uid = self.uids.get(slot) if self.root else None
         try:
+            # The attempt's private temp dir is made and removed here, in this single-threaded
+            # process, rather than in the hub's worker where it would contend for the GIL.
+            req["tmpdir"] = tempfile.mkdtemp(prefix=f"slot{slot}-", dir=self.workdir)
             pid = os.fork()
         except OSError as exc:
             os.close(data_fd)
@@ -193,7 +201,7 @@ class Zygote:
         if pid == 0:
             self._child(req, data_fd, slot, uid)  # never returns
         os.close(data_fd)
-        self.attempts[pid] = _Attempt(pid, status, slot, uid)
+        self.attempts[pid] = _Attempt(pid, status, slot, uid, req["tmpdir"])
         self.by_status_fd[status.fileno()] = pid
         self.sel.register(status, selectors.EVENT_READ, pid)
         _send(status, {"pid": pid})
@@ -254,6 +262,7 @@ class Zygote:
         except (KeyError, ValueError):
             pass
         self.by_status_fd.pop(att.status.fileno(), None)
+        rmtree_forced(att.tmpdir)
         _send(att.status, {"exit": exit_info})
         att.status.close()
 
@@ -294,6 +303,20 @@ class Zygote:
         if self.root:
             for slot in self.slot_ids:
                 self._sweep_uid(self.uids[slot])
+
+
+def rmtree_forced(path: str) -> None:
+    """Remove a tree an attempt wrote, whatever modes it left on it."""
+    def fix(func: Any, p: str, _exc: Any) -> None:
+        # A connector may chmod 000 its own dirs; root does not care, other users do.
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=fix)
 
 
 def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -362,7 +385,12 @@ def main(cfg: dict[str, Any]) -> None:
                 __import__(name)
             except BaseException as exc:  # a broken connector package must not take the hub down
                 preload_errors[name] = f"{type(exc).__name__}: {exc}"
+        _process_child.warm_schemas([n for n in cfg["preload"] if n not in preload_errors])
         zygote.make_jail(cfg["hide"], cfg["workdir"])
+        # Move everything imported so far out of the collector's reach: a child's collections would
+        # otherwise write to (and so copy) every page of the inherited heap.
+        gc.collect()
+        gc.freeze()
         _send(
             zygote.control,
             {

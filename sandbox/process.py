@@ -31,7 +31,6 @@ import json
 import os
 import queue
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -43,6 +42,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sandbox import ConnectorSpec, Limits, Result
+from sandbox._process_zygote import rmtree_forced
 
 __all__ = ["ProcessSandbox"]
 
@@ -238,11 +238,9 @@ class ProcessSandbox:
             return Result(ok=False, error="cancelled before it started", error_kind="cancelled")
         slot = self._free.get()
         start = time.monotonic()
-        tmpdir = tempfile.mkdtemp(prefix=f"slot{slot}-", dir=self._base)
         try:
-            result = self._run_in_slot(spec, body, limits, slot, tmpdir, cancel)
+            result = self._run_in_slot(spec, body, limits, slot, cancel)
         finally:
-            _rmtree(tmpdir)
             self._free.put(slot)
         result.duration_ms = (time.monotonic() - start) * 1000
         return result
@@ -254,7 +252,7 @@ class ProcessSandbox:
             if self._zygote is not None:
                 self._zygote.close()
                 self._zygote = None
-        _rmtree(self._base)
+        rmtree_forced(self._base)
         for fd in self._leases:
             os.close(fd)
         self._leases = []
@@ -280,6 +278,10 @@ class ProcessSandbox:
                 if self._zygote is not None:
                     self._zygote.kill()
                     self._zygote = None
+                # A zygote that died mid-attempt could not remove its attempts' temp dirs (no attempt
+                # outlives its zygote, so whatever is here is left over).
+                for entry in os.listdir(self._base):
+                    rmtree_forced(os.path.join(self._base, entry))
                 self._zygote = self._start(self.preload, list(range(self.slots)))
             return self._zygote
 
@@ -289,13 +291,12 @@ class ProcessSandbox:
             if self._zygote is z:
                 self._zygote = None
 
-    def _run_in_slot(self, spec: ConnectorSpec, body: bytes, limits: Limits, slot: int, tmpdir: str,
+    def _run_in_slot(self, spec: ConnectorSpec, body: bytes, limits: Limits, slot: int,
                      cancel: threading.Event | None = None) -> Result:
         req = {
             "op": "run",
             "target": spec.target,
             "slot": slot,
-            "tmpdir": tmpdir,
             "limits": {
                 "timeout_seconds": limits.timeout_seconds,
                 "memory_mb": limits.memory_mb,
@@ -580,16 +581,3 @@ def _size(n: int) -> str:
         if n >= size and n % size == 0:
             return f"{n // size} {unit}"
     return f"{n} bytes"
-
-
-def _rmtree(path: str) -> None:
-    def fix(func: Any, p: str, _exc: Any) -> None:
-        # A connector may chmod 000 its own dirs; root does not care, other users do.
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=fix)
