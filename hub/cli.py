@@ -162,6 +162,9 @@ def worker(concurrency: int) -> None:
 
     hub = _boot(migrate=load_settings().is_sqlite)
     hub.sandbox_slots = concurrency
+    # Below the API on a shared machine: a sender waits on the API's answer (and retries or gives up
+    # when it is slow); executions wait in the durable queue. Sandboxed attempts inherit it.
+    os.nice(hub.settings.worker_nice)
     stop = threading.Event()
     threading.Thread(target=_reaper_loop, args=(hub, stop), name="reaper", daemon=True).start()
     consumer = hub.huey.create_consumer(

@@ -40,6 +40,8 @@ class Settings:
     max_memory_mb: int = 2048
     default_timeout_seconds: float = 30.0
     default_memory_mb: int = 256
+    #: how much lower than the API workers run (``nice``): under overload, accepting webhooks comes first
+    worker_nice: int = 10
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 86400
     public_url: str | None = None
@@ -153,5 +155,13 @@ def load_settings(env: dict[str, str] | None = None, *, dotenv: bool = True) -> 
         max_memory_mb=_number("HOOKHUB_MAX_MEMORY_MB", env, 2048, cast=int, minimum=16),
         default_timeout_seconds=_number("HOOKHUB_DEFAULT_TIMEOUT_SECONDS", env, 30.0, minimum=0.1),
         default_memory_mb=_number("HOOKHUB_DEFAULT_MEMORY_MB", env, 256, cast=int, minimum=16),
+        worker_nice=_worker_nice(env),
         public_url=env.get("HOOKHUB_PUBLIC_URL") or None,
     )
+
+
+def _worker_nice(env: dict[str, str]) -> int:
+    value = _number("HOOKHUB_WORKER_NICE", env, 10, cast=int, minimum=0)
+    if value > 19:
+        raise ConfigError(f"HOOKHUB_WORKER_NICE: must be at most 19, got {env['HOOKHUB_WORKER_NICE']!r}")
+    return value
