@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,8 +70,41 @@ def write_transaction():
     """A write transaction. SQLite takes the write lock up front (IMMEDIATE) so that two writers
     never deadlock upgrading read locks; PostgreSQL uses row locks (``select_for_update``)."""
     if isinstance(db.obj, peewee.SqliteDatabase):  # the pooled class is a subclass
-        return db.atomic("IMMEDIATE")
+        return _SqliteWrite()
     return db.atomic()
+
+
+class _SqliteWrite:
+    """``BEGIN IMMEDIATE``, waiting for the write lock in Python rather than in SQLite's busy handler.
+
+    The busy handler sleeps inside C in steps that grow to 100 ms: under gevent (the API server) that
+    froze every request of the process while one waited, and a waiter often slept long after the lock
+    was free (embedded ingest p99 of seconds). Here the wait is ``time.sleep`` — cooperative under
+    gevent — in steps of at most 2 ms, for as long as the busy timeout allows.
+    """
+
+    def __enter__(self):
+        self._atomic = db.atomic("IMMEDIATE")
+        if db.transaction_depth() > 0:  # nested: a savepoint inside a transaction holding the lock
+            return self._atomic.__enter__()
+        conn = db.connection()
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            deadline = time.monotonic() + SQLITE_PRAGMAS["busy_timeout"] / 1000
+            delay = 0.0002
+            while True:
+                try:
+                    return self._atomic.__enter__()
+                except peewee.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.002)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {SQLITE_PRAGMAS['busy_timeout']}")
+
+    def __exit__(self, *exc):
+        return self._atomic.__exit__(*exc)
 
 
 def is_postgres() -> bool:
