@@ -263,6 +263,14 @@ class Zygote:
             pass
         self.by_status_fd.pop(att.status.fileno(), None)
         rmtree_forced(att.tmpdir)
+        # Read what the parent sent first (its kill once the result came): closing a socket with
+        # unread data would reset the connection and lose the exit report below.
+        att.status.setblocking(False)
+        try:
+            while att.status.recv(4096):
+                pass
+        except OSError:
+            pass
         _send(att.status, {"exit": exit_info})
         att.status.close()
 

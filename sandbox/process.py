@@ -27,6 +27,7 @@ every attempt's ``Result.logs`` (lines starting ``sandbox:``).
 from __future__ import annotations
 
 import array
+import contextlib
 import json
 import os
 import queue
@@ -202,6 +203,8 @@ class ProcessSandbox:
             self._free.put(slot)
         self._lock = threading.Lock()
         self._zygote: _Zygote | None = None
+        #: slot -> the status socket of its last attempt, until the zygote reports that attempt's end
+        self._ending: dict[int, tuple[_Zygote, socket.socket]] = {}
         self._closed = False
         # Root-owned and not listable: slot uids can reach only their own attempt dir.
         self._base = tempfile.mkdtemp(prefix="hookhub-sandbox-")
@@ -239,14 +242,38 @@ class ProcessSandbox:
         slot = self._free.get()
         start = time.monotonic()
         try:
+            self._settle(slot)
             result = self._run_in_slot(spec, body, limits, slot, cancel)
         finally:
             self._free.put(slot)
         result.duration_ms = (time.monotonic() - start) * 1000
         return result
 
+    def _settle(self, slot: int) -> None:
+        """Wait until the slot's previous attempt is gone: its processes killed and reaped, its temp dir
+        removed. ``run()`` returns as soon as an attempt's result arrives (and has it killed), so this
+        teardown overlaps the caller's own work; it is only waited for when the slot is reused."""
+        ending = self._ending.pop(slot, None)
+        if ending is None:
+            return
+        z, status = ending
+        with status:
+            status.settimeout(KILL_GRACE)
+            try:
+                msg = status.recv(4096)  # the exit report
+            except TimeoutError:  # no word within the grace: the zygote is stuck; replace it
+                self._discard(z)
+                return
+            except OSError:  # reset: the zygote closed it (its kill message crossing ours)
+                msg = b""
+        # The zygote closes the socket only once it has finished the attempt, or by dying.
+        if not msg and not z.alive():
+            z.broken = True  # its children died with it
+
     def close(self) -> None:
         """Stop the zygote (and with it any attempt still running)."""
+        for slot in list(self._ending):
+            self._settle(slot)
         self._closed = True
         with self._lock:
             if self._zygote is not None:
@@ -314,11 +341,16 @@ class ProcessSandbox:
             except SandboxStartError as exc:
                 return Result(ok=False, error=str(exc), error_kind="crashed", retryable=True)
             try:
-                return _Attempt(z, req, body, limits, cancel).run()
+                attempt = _Attempt(z, req, body, limits, cancel)
+                result = attempt.run()
+                if attempt.ending is not None:
+                    self._ending[slot] = (z, attempt.ending)
+                return result
             except _Lost:
                 self._discard(z)
             finally:
                 if not self.warm:
+                    self._settle(slot)
                     z.close()
         return Result(ok=False, error="sandbox zygote keeps dying", error_kind="crashed", retryable=True)
 
@@ -339,6 +371,8 @@ class _Attempt:
         self.dropped = 0
         self.result: dict[str, Any] | None = None
         self.killed_for: str | None = None
+        #: the status socket, left open when the result came before the exit (see ProcessSandbox._settle)
+        self.ending: socket.socket | None = None
         # One result line may be the output plus JSON framing; log lines are far shorter.
         self.max_line = limits.max_output_bytes + (64 << 10)
         self.max_total = self.max_line + 8 * MIB
@@ -346,7 +380,8 @@ class _Attempt:
     def run(self) -> Result:
         data, child_data = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         status, zygote_status = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with data, status:
+        with data, contextlib.ExitStack() as closing:
+            closing.callback(lambda: self.ending is None and status.close())
             try:
                 self.z.send(self.req, [child_data.fileno(), zygote_status.fileno()])
             except OSError as exc:
@@ -408,6 +443,12 @@ class _Attempt:
                 for key, _ in sel.select(max(wait, 0)):
                     if key.fileobj is data:
                         reading = self._read(data)
+                        if self.result is not None and self.killed_for is None:
+                            # The result is the attempt's last word: answer now and have whatever is
+                            # left of it killed; its end is collected before the slot runs again.
+                            self._kill("done")
+                            self.ending = status
+                            return None
                         if not reading:
                             sel.unregister(data)
                     else:

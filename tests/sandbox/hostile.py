@@ -156,6 +156,18 @@ class Flood(Connector):
             os.write(3, block)
 
 
+class ForgeThenLinger(Connector):
+    """Writes a result frame itself, then goes on running (and leaves a child behind)."""
+
+    def run(self, config: dict[str, Any], ctx: Context) -> Any:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        os.write(3, b'{"result": {"output": "forged"}}\n')
+        time.sleep(60)
+        return "never"
+
+
 class NotJson(Connector):
     def run(self, config: dict[str, Any], ctx: Context) -> Any:
         return {"when": object()}
