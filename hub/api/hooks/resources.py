@@ -18,6 +18,7 @@ from hub.services.hooks import (
     log_refusal,
     sync_answer,
 )
+from hub.services.live import waker_for
 
 blp = Blueprint("hooks", __name__, url_prefix="/hooks", description="Inbound webhooks")
 
@@ -66,7 +67,9 @@ class Hook(MethodView):
         hub.ring(accepted.bells)  # only after the commit: the database is the truth, the queue a doorbell
         run_header = {"X-Hookhub-Run-Id": str(accepted.run_id)}
         if config.get("response") == "sync":
-            status, body = sync_answer(accepted.run_id, float(config.get("sync_timeout_seconds") or 30))
+            # scale-out: woken by the workers' "task done" messages rather than by the poll alone
+            waker = waker_for(hub.settings.redis_url) if hub.settings.redis_url else None
+            status, body = sync_answer(accepted.run_id, float(config.get("sync_timeout_seconds") or 30), waker)
             response = jsonify(body)
             if status >= 400:
                 response.mimetype = "application/problem+json"
