@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -57,6 +57,8 @@ __all__ = [
     "redrive_dead_letter",
     "claim_attempt",
     "create_run",
+    "create_runs",
+    "NewRun",
     "execute_node",
     "finish_attempt",
     "pause_run",
@@ -159,6 +161,53 @@ def _lock_run(run_id: int) -> Run | None:
 # --- creating runs ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NewRun:
+    """What starts a run: a flow version and what the trigger carried."""
+
+    flow_version: FlowVersion
+    trigger_data: dict[str, Any]
+    workspace_id: int
+    trigger_id: int | None = None
+    source: str = "manual"
+
+
+def create_runs(new_runs: Sequence[NewRun]) -> list[tuple[Run, list[Doorbell]]]:
+    """Insert runs and their node rows and first events (those two with one statement each, however
+    many runs). Call inside a write transaction; ring the bells after commit."""
+    now = utcnow()
+    created: list[tuple[Run, list[Doorbell]]] = []
+    node_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    for new in new_runs:
+        fv = new.flow_version
+        statuses = initial_statuses(flow_of(fv))
+        ready = [n for n, s in statuses.items() if s == NodeStatus.READY]
+        run = Run.create(
+            workspace=new.workspace_id, flow=fv.flow_id, flow_version=fv.version, trigger=new.trigger_id,
+            source=new.source, status=RunStatus.RUNNING.value, trigger_data=new.trigger_data,
+            created_at=now, updated_at=now,
+            event_seq=1 + len(ready),  # the events below, written without a second update of the run
+        )
+        node_rows += [
+            {"run": run.id, "node_id": node_id, "status": status.value,
+             "due_at": now if status == NodeStatus.READY else None,
+             "enqueued_at": now if status == NodeStatus.READY else None}
+            for node_id, status in statuses.items()
+        ]
+        events = EventLog(run, seq=0)
+        events.add("run.created", source=new.source, flow_version=fv.version)
+        for node_id in ready:
+            events.add("node.ready", node_id)
+        event_rows += events.rows
+        created.append((run, [Doorbell(run.id, n) for n in ready]))
+    if node_rows:
+        NodeRun.insert_many(node_rows).execute()
+    if event_rows:
+        RunEvent.insert_many(event_rows).execute()
+    return created
+
+
 def create_run(
     flow_version: FlowVersion,
     trigger_data: dict[str, Any],
@@ -167,41 +216,8 @@ def create_run(
     trigger_id: int | None = None,
     source: str = "manual",
 ) -> tuple[Run, list[Doorbell]]:
-    """Insert a run and its node rows. Call inside a write transaction; ring the bells after commit."""
-    flow = flow_of(flow_version)
-    now = utcnow()
-    statuses = initial_statuses(flow)
-    ready = [n for n, s in statuses.items() if s == NodeStatus.READY]
-    run = Run.create(
-        workspace=workspace_id,
-        flow=flow_version.flow_id,
-        flow_version=flow_version.version,
-        trigger=trigger_id,
-        source=source,
-        status=RunStatus.RUNNING.value,
-        trigger_data=trigger_data,
-        created_at=now,
-        updated_at=now,
-        event_seq=1 + len(ready),  # the events below, written without a second update of the run
-    )
-    NodeRun.insert_many(
-        [
-            {
-                "run": run.id,
-                "node_id": node_id,
-                "status": status.value,
-                "due_at": now if status == NodeStatus.READY else None,
-                "enqueued_at": now if status == NodeStatus.READY else None,
-            }
-            for node_id, status in statuses.items()
-        ]
-    ).execute()
-    events = EventLog(run, seq=0)
-    events.add("run.created", source=source, flow_version=flow_version.version)
-    for node_id in ready:
-        events.add("node.ready", node_id)
-    events.flush(update_run=False)
-    return run, [Doorbell(run.id, n) for n in ready]
+    """Insert one run (see :func:`create_runs`)."""
+    return create_runs([NewRun(flow_version, trigger_data, workspace_id, trigger_id, source)])[0]
 
 
 # --- claiming and finishing attempts ---------------------------------------------------------------
