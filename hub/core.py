@@ -80,8 +80,12 @@ class Hub:
             announce(self.huey, run_id)
 
     def reap_once(self) -> None:
+        try:
+            queued = self.huey.pending_count()
+        except Exception:  # the queue is down: ring what looks unclaimed, enqueueing will say more
+            queued = None
         with connection():
-            report = reap(self.runtime)
+            report = reap(self.runtime, queued=queued)
         if report.lost or report.rung:
             log.info("reaper: %d lost attempts, %d nodes rung again", report.lost, report.rung)
         self.ring(report.bells)
@@ -105,3 +109,7 @@ class Hub:
         close_idle = getattr(self.database, "close_idle", None)
         if close_idle is not None:
             close_idle()
+        # The queue's Redis connections (scale-out); SQLite's queue connection closes with the process.
+        pool = getattr(self.huey.storage, "pool", None)
+        if pool is not None and hasattr(pool, "disconnect"):
+            pool.disconnect()

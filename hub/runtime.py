@@ -824,13 +824,18 @@ class ReapReport:
     bells: list[Doorbell] = field(default_factory=list)
 
 
-def reap(cfg: RuntimeConfig, now: dt.datetime | None = None, batch: int = 500) -> ReapReport:
+def reap(cfg: RuntimeConfig, now: dt.datetime | None = None, batch: int = 500,
+         queued: int | None = None) -> ReapReport:
     """Recover what lost messages and dead workers left behind. Safe to run in many processes at once.
 
     - an attempt whose lease expired is *lost*: it counts as a failed, retryable attempt and the
       node's retry policy decides what follows;
     - a ready (or due retrying) node whose bell was rung more than ``requeue_after_seconds`` ago and
-      that nobody claimed is rung again (a duplicate bell is harmless: claims are unique).
+      that nobody claimed is rung again (a duplicate bell is harmless: claims are unique) — but only
+      as many of them, oldest first, as exceed ``queued``, the messages waiting in the queue. A
+      backlog is not a loss: re-ringing every node of a long backlog every pass flooded the queue
+      with duplicates (measured: tens of thousands after two minutes of overload, which then
+      delayed every new run); lost bells are still rung once the queue holds fewer messages.
     """
     now = now or utcnow()
     report = ReapReport()
@@ -861,8 +866,11 @@ def reap(cfg: RuntimeConfig, now: dt.datetime | None = None, batch: int = 500) -
             & (NodeRun.due_at <= now)
             & (NodeRun.enqueued_at.is_null() | (NodeRun.enqueued_at < stale))
         )
+        .order_by(NodeRun.enqueued_at.asc(nulls="first"), NodeRun.id)
         .limit(batch)
     )
+    if queued is not None:
+        waiting = waiting[: max(0, len(waiting) - queued)]
     for nr in waiting:
         # Conditional update: of several reapers, only one rings for this node this round.
         cond = NodeRun.enqueued_at.is_null() if nr.enqueued_at is None else (

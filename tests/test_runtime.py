@@ -9,7 +9,7 @@ import time
 from hub.db import connection
 from hub.engine import idempotency_key
 from hub.models import Attempt, NodeRun, Run, utcnow
-from hub.runtime import claim_attempt, execute_node, reap
+from hub.runtime import Doorbell, claim_attempt, execute_node, reap
 from tests.conftest import make_flow_version, start_run
 
 
@@ -134,3 +134,17 @@ def test_redaction_catches_encoded_forms_of_a_secret():
         assert full not in text
     assert cleaned["verbatim"] == "Bearer ***" and "***" in cleaned["basic"]
     assert redact({"fine": "nothing secret here"}, {"TOKEN": secret}) == {"fine": "nothing secret here"}
+
+
+def test_reaper_does_not_mistake_a_backlog_for_lost_bells(any_hub, sink):
+    runs = [start_run(make_flow_version(one_call(sink.url))) for _ in range(3)]
+    later = utcnow() + dt.timedelta(seconds=any_hub.settings.requeue_after_seconds + 1)
+    # their bells wait in the real queue (no worker is consuming it): nothing to ring again
+    any_hub.ring([Doorbell(r.id, "call") for r in runs])
+    assert any_hub.huey.pending_count() == 3
+    assert reap(any_hub.runtime, now=later, queued=any_hub.huey.pending_count()).bells == []
+    # two of the three messages went missing (a queue restart): the two oldest are rung again
+    for _ in range(2):
+        any_hub.huey.storage.dequeue()
+    report = reap(any_hub.runtime, now=later, queued=any_hub.huey.pending_count())
+    assert [(b.run_id, b.node_id) for b in report.bells] == [(runs[0].id, "call"), (runs[1].id, "call")]
