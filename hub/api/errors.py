@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import peewee
 from flask import Flask, jsonify
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
@@ -95,6 +96,14 @@ def register_error_handlers(app: Flask) -> None:
                 sorted(errors)), errors)
         message = data.get("message") or exc.description or exc.name
         return problem(status, _DEFAULT_CODES.get(status, "error"), message)
+
+    @app.errorhandler(peewee.OperationalError)
+    def _database_unavailable(exc: peewee.OperationalError):
+        # Out of connections, or the database is down or locked: nothing was committed, and the
+        # client should come back (webhook senders retry on 5xx). Not the client's fault, not a bug.
+        log.warning("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        return problem(503, "database_unavailable", "the database is unavailable or at its connection limit; "
+                       "nothing was stored, try again", headers={"Retry-After": "1"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

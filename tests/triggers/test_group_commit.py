@@ -84,3 +84,41 @@ def test_a_lone_failure_is_raised_to_its_request(any_hub) -> None:
     with pytest.raises(FlowVersion.DoesNotExist):
         group.submit(_pending(bad, 1))
     assert group.submit(_pending(good, 2)).run_id
+
+
+def test_a_locked_database_answers_503_and_stores_nothing(client, auth, monkeypatch) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    from hub import db as hubdb
+    from tests.triggers.helpers import hook_path, make_flow, make_trigger, run_count
+
+    hook = hook_path(make_trigger(client, auth, make_flow(client, auth)["id"]))
+    with connection():
+        before = run_count()
+    monkeypatch.setitem(hubdb.SQLITE_PRAGMAS, "busy_timeout", 200)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another process's writer that does not let go
+        other = sqlite3.connect(hubdb.db.obj.database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(10)
+        other.execute("ROLLBACK")
+        other.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    locked.wait(5)
+    try:
+        r = client.post(hook, json={"n": 1})
+    finally:
+        release.set()
+        holder.join()
+    assert r.status_code == 503, r.get_json()
+    assert r.get_json()["code"] == "database_unavailable" and r.headers["Retry-After"] == "1"
+    time.sleep(0.05)
+    with connection():
+        assert run_count() == before
+    assert client.post(hook, json={"n": 2}).status_code == 202  # and it recovers
