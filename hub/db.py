@@ -24,6 +24,10 @@ SQLITE_PRAGMAS = {
 }
 
 
+#: connections one process may hold to PostgreSQL at once
+PG_POOL_SIZE = 24
+
+
 def open_database(settings: Settings) -> peewee.Database:
     """Open the configured database and bind the models' proxy to it."""
     url = settings.database_url
@@ -38,9 +42,12 @@ def open_database(settings: Settings) -> peewee.Database:
     else:
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://") :]
-        # One pooled connection per thread; connections are returned at the end of each unit of work.
-        database = db_url_connect(url.replace("postgresql://", "postgresql+pool://", 1), max_connections=64,
-                                  stale_timeout=300, timeout=30)
+        # One pooled connection per thread (greenlet); returned at the end of each unit of work. At most
+        # PG_POOL_SIZE per process: beyond it, callers wait (cooperatively under gevent) for a free one,
+        # so several API and worker processes stay under PostgreSQL's max_connections (100 by default;
+        # measured: two API processes at concurrency 64 exhausted it with a limit of 64 each).
+        database = db_url_connect(url.replace("postgresql://", "postgresql+pool://", 1),
+                                  max_connections=PG_POOL_SIZE, stale_timeout=300, timeout=30)
     db.initialize(database)
     return database
 

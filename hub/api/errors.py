@@ -12,6 +12,7 @@ from typing import Any
 import peewee
 from flask import Flask, jsonify
 from marshmallow import Schema, fields
+from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("hookhub.api")
@@ -98,7 +99,8 @@ def register_error_handlers(app: Flask) -> None:
         return problem(status, _DEFAULT_CODES.get(status, "error"), message)
 
     @app.errorhandler(peewee.OperationalError)
-    def _database_unavailable(exc: peewee.OperationalError):
+    @app.errorhandler(MaxConnectionsExceeded)
+    def _database_unavailable(exc: Exception):
         # Out of connections, or the database is down or locked: nothing was committed, and the
         # client should come back (webhook senders retry on 5xx). Not the client's fault, not a bug.
         log.warning("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)

@@ -122,3 +122,44 @@ def test_a_locked_database_answers_503_and_stores_nothing(client, auth, monkeypa
     with connection():
         assert run_count() == before
     assert client.post(hook, json={"n": 2}).status_code == 202  # and it recovers
+
+
+def test_a_process_holds_a_bounded_number_of_postgres_connections(postgres_backend, monkeypatch) -> None:
+    import threading
+
+    from hub.app import create_app
+    from hub.db import PG_POOL_SIZE, db
+    from tests.conftest import _make_hub
+
+    hubs = _make_hub(postgres_backend)
+    hub = next(hubs)
+    try:
+        assert db.obj._max_connections == PG_POOL_SIZE
+        client = create_app(hub=hub, test_config={"TESTING": True}).test_client()
+        # every connection of this process busy elsewhere: a request waits, then gets a clean 503
+        taken, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with connection():
+                db.execute_sql("SELECT 1")
+                taken.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        taken.wait(5)
+        db.close()  # this thread's own connection back too, and no idle one left to reuse
+        db.obj.close_idle()
+        monkeypatch.setattr(db.obj, "_max_connections", len(db.obj._in_use))  # the holder's: all taken
+        monkeypatch.setattr(db.obj, "_wait_timeout", 0.3)
+        try:
+            r = client.get("/ready")
+            hook = client.post("/hooks/no-such-token", json={})
+        finally:
+            release.set()
+            holder.join()
+        assert hook.status_code == 503, (r.status_code, hook.status_code)
+        assert hook.get_json()["code"] == "database_unavailable" and hook.headers["Retry-After"] == "1"
+        assert client.post("/hooks/no-such-token", json={}).status_code == 404  # and it recovers
+    finally:
+        next(hubs, None)

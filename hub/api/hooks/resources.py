@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from hub.api.errors import ApiError
+from hub.db import db
 from hub.services.hooks import (
     DEFAULT_MAX_BODY,
     Inbound,
@@ -64,6 +65,7 @@ class Hook(MethodView):
             log_refusal(trigger, inbound, exc.status, exc.message, keep_body=False)
             raise
         accepted = ingest(trigger, inbound, hub.secret_box)
+        db.close()  # hand the connection back now: a sync answer may wait for seconds (it polls on its own)
         hub.ring(accepted.bells)  # only after the commit: the database is the truth, the queue a doorbell
         run_header = {"X-Hookhub-Run-Id": str(accepted.run_id)}
         if config.get("response") == "sync":
