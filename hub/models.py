@@ -144,6 +144,11 @@ class Trigger(BaseModel):
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
+    def run_version(self) -> FlowVersion:
+        """The flow version a new run of this trigger uses: its pinned one, else the flow's latest."""
+        version = self.flow_version or Flow.get_by_id(self.flow_id).latest_version
+        return FlowVersion.get((FlowVersion.flow == self.flow_id) & (FlowVersion.version == version))
+
 
 class Run(BaseModel):
     id = BigAutoField()

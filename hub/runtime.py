@@ -289,7 +289,6 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
     return Claim(run=run, node_run=node_run, attempt=attempt, flow=flow, node_runs=node_runs)
 
 
-
 def _limits(node, cfg: RuntimeConfig, network: bool = False) -> Limits:
     timeout = min(node.timeout_seconds or cfg.default_timeout_seconds, cfg.max_timeout_seconds)
     memory = min(node.memory_mb or cfg.default_memory_mb, cfg.max_memory_mb)
@@ -505,29 +504,29 @@ def finish_attempt(
     attempt = claim.attempt
     with write_transaction():
         run = _lock_run(claim.run.id)
-        # Written only while the attempt is still ours: a reaper may have declared it lost, or the
-        # run been cancelled, and then its successor decides.
-        if not (Attempt.update(_attempt_outcome(result, output, error, now))
-                .where((Attempt.id == attempt.id) & (Attempt.status == "running")).execute()):
+        # A reaper may have declared it lost, or the run been cancelled: then its successor decides.
+        if not _close_attempt(attempt, result, output, error, now):
             events = EventLog(run)
             events.add("attempt.late_result", claim.node_run.node_id, attempt=attempt.number,
                        ok=result.ok)
             events.flush()
             return []
-        return _record(run, claim.flow, attempt, result.ok, output, error, result, cfg, logs, now=now,
-                       attempt_written=True)
+        return _record(run, claim.flow, attempt, result.ok, output, error, result, cfg, logs, now=now)
 
 
-def _attempt_outcome(result: Result, output: Any, error: Any, now: dt.datetime) -> dict:
+def _close_attempt(attempt: Attempt, result: Result, output: Any, error: Any, now: dt.datetime) -> bool:
+    """Write an attempt's outcome if it is still running; False if someone else closed it first."""
     status = "succeeded" if result.ok else ("lost" if result.error_kind == "lost" else "failed")
-    return {Attempt.status: status, Attempt.output: output, Attempt.error: error, Attempt.finished_at: now,
-            Attempt.duration_ms: result.duration_ms}
+    return bool(Attempt.update(status=status, output=output, error=error, finished_at=now,
+                               duration_ms=result.duration_ms)
+                .where((Attempt.id == attempt.id) & (Attempt.status == "running")).execute())
 
 
 def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error: Any,
             result: Result, cfg: RuntimeConfig, logs: list[str] | None = None,
-            now: dt.datetime | None = None, attempt_written: bool = False) -> list[Doorbell]:
-    """Apply an attempt's outcome to node and run state. Caller holds the run lock."""
+            now: dt.datetime | None = None) -> list[Doorbell]:
+    """Apply an attempt's outcome to node and run state. Caller holds the run lock and has closed the
+    attempt (:func:`_close_attempt`)."""
     now = now or utcnow()
     node_id = attempt.node_id
     node = flow.nodes[node_id]
@@ -536,8 +535,6 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
     for line in logs or []:
         events.add("node.log", node_id, attempt=attempt.number, line=line)
 
-    if not attempt_written:
-        Attempt.update(_attempt_outcome(result, output, error, now)).where(Attempt.id == attempt.id).execute()
     this_node = (NodeRun.run == run.id) & (NodeRun.node_id == node_id)
 
     if run.status in (RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value, RunStatus.FAILED.value):
@@ -848,11 +845,11 @@ def reap(cfg: RuntimeConfig, now: dt.datetime | None = None, batch: int = 500,
         with write_transaction():
             run = _lock_run(row.run_id)
             attempt = Attempt.get_by_id(row.id)
-            if attempt.status != "running":
-                continue  # another reaper, or the worker itself, got there first
-            flow = load_flow(run.flow_id, run.flow_version)
             lost = Result(ok=False, error_kind="lost", retryable=True,
                           error="attempt lost: its worker stopped before finishing (lease expired)")
+            if not _close_attempt(attempt, lost, None, _error_doc(lost), now):
+                continue  # another reaper, or the worker itself, got there first
+            flow = load_flow(run.flow_id, run.flow_version)
             report.bells.extend(_record(run, flow, attempt, False, None, _error_doc(lost), lost, cfg, now=now))
             report.lost += 1
 

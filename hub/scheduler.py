@@ -29,7 +29,7 @@ from croniter.croniter import CroniterBadDateError
 from peewee import JOIN, fn
 
 from hub.db import write_transaction
-from hub.models import Flow, FlowVersion, ScheduleSlot, Trigger, utcnow
+from hub.models import ScheduleSlot, Trigger, utcnow
 from hub.runtime import Doorbell, create_run
 
 __all__ = ["fire_due", "slots_between", "next_fire_times", "DEFAULT_GRACE_SECONDS"]
@@ -114,10 +114,8 @@ def _claim_and_fire(trigger: Trigger, slot: dt.datetime, *, status: str, trigger
                .as_rowcount().execute())
         if not won or trigger_data is None:
             return []
-        version = trigger.flow_version or Flow.get_by_id(trigger.flow_id).latest_version
-        fv = FlowVersion.get((FlowVersion.flow == trigger.flow_id) & (FlowVersion.version == version))
-        run, bells = create_run(fv, trigger_data, workspace_id=trigger.workspace_id, trigger_id=trigger.id,
-                                source="schedule")
+        run, bells = create_run(trigger.run_version(), trigger_data, workspace_id=trigger.workspace_id,
+                                trigger_id=trigger.id, source="schedule")
         ScheduleSlot.update(run=run.id).where((ScheduleSlot.trigger == trigger.id) & (ScheduleSlot.slot_at == slot)
                                               ).execute()
     return bells

@@ -251,26 +251,22 @@ def ingest(trigger: Trigger, inbound: Inbound, box: SecretBox | None = None) -> 
         return _duplicate(row, key, existing)
     try:
         with write_transaction():
-            if key is not None:
-                first = Delivery.get_or_none((Delivery.trigger == trigger.id) & (Delivery.dedupe_key == key))
-                if first is not None:
-                    if first.received_at >= utcnow() - dt.timedelta(seconds=retention):
-                        raise _Seen(first.run_id)
-                    # Past the retention window the id may be used again: the old row keeps its history.
-                    Delivery.update(dedupe_key=None).where(Delivery.id == first.id).execute()
-            fv = _run_version(trigger)
-            run, bells = create_run(fv, trigger_data, workspace_id=trigger.workspace_id,
-                                    trigger_id=trigger.id, source="webhook")
-            delivery = Delivery.create(**row, dedupe_key=key, run=run.id, status="accepted", status_code=202)
+            first = Delivery.get_or_none((Delivery.trigger == trigger.id) & (Delivery.dedupe_key == key))
+            if first is not None:
+                if first.received_at >= utcnow() - dt.timedelta(seconds=retention):
+                    raise _Seen(first.run_id)
+                # Past the retention window the id may be used again: the old row keeps its history.
+                Delivery.update(dedupe_key=None).where(Delivery.id == first.id).execute()
+            accepted = _accept(trigger, trigger_data, row, key)
     except _Seen as seen:
         return _duplicate(row, key, seen.run_id)
     except peewee.IntegrityError:
         # A concurrent copy of the same delivery won the unique (trigger, dedupe_key) race.
-        existing = _existing_run(trigger.id, key, None) if key is not None else None
+        existing = _existing_run(trigger.id, key, None)
         if existing is None:
             raise
         return _duplicate(row, key, existing)
-    return Accepted(run.id, False, bells, delivery.id)
+    return accepted
 
 
 def _run_version(trigger: Trigger) -> FlowVersion:
@@ -278,15 +274,14 @@ def _run_version(trigger: Trigger) -> FlowVersion:
     fv = getattr(trigger.flow, "run_version", None) if "flow" in trigger.__rel__ else None
     if fv is not None and fv.id is not None:
         return fv
-    version = trigger.flow_version or Flow.get_by_id(trigger.flow_id).latest_version
-    return FlowVersion.get((FlowVersion.flow == trigger.flow_id) & (FlowVersion.version == version))
+    return trigger.run_version()
 
 
-def _commit_one(trigger: Trigger, trigger_data: dict, row: dict) -> Accepted:
-    with write_transaction():
-        run, bells = create_run(_run_version(trigger), trigger_data, workspace_id=trigger.workspace_id,
-                                trigger_id=trigger.id, source="webhook")
-        delivery = Delivery.create(**row, dedupe_key=None, run=run.id, status="accepted", status_code=202)
+def _accept(trigger: Trigger, trigger_data: dict, row: dict, key: str | None) -> Accepted:
+    """The run and the accepted delivery; call inside a write transaction."""
+    run, bells = create_run(_run_version(trigger), trigger_data, workspace_id=trigger.workspace_id,
+                            trigger_id=trigger.id, source="webhook")
+    delivery = Delivery.create(**row, dedupe_key=key, run=run.id, status="accepted", status_code=202)
     return Accepted(run.id, False, bells, delivery.id)
 
 
@@ -346,26 +341,25 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            try:
-                with connection(), write_transaction():
-                    created = create_runs([NewRun(_run_version(p.trigger), p.trigger_data, p.trigger.workspace_id,
-                                                  p.trigger.id, "webhook") for p in batch])
-                    Delivery.insert_many([{**p.row, "dedupe_key": None, "run": run.id, "status": "accepted",
-                                           "status_code": 202} for p, (run, _) in zip(batch, created, strict=True)
-                                          ]).execute()
-                for p, (run, bells) in zip(batch, created, strict=True):
-                    p.accepted = Accepted(run.id, False, bells)
-                self.stats["batches"] += 1
-                self.stats["deliveries"] += len(batch)
-            except Exception as exc:
-                if len(batch) == 1:
-                    batch[0].error = exc
-                    return
+            with connection(), write_transaction():
+                created = create_runs([NewRun(_run_version(p.trigger), p.trigger_data, p.trigger.workspace_id,
+                                              p.trigger.id, "webhook") for p in batch])
+                Delivery.insert_many([{**p.row, "dedupe_key": None, "run": run.id, "status": "accepted",
+                                       "status_code": 202} for p, (run, _) in zip(batch, created, strict=True)
+                                      ]).execute()
+            for p, (run, bells) in zip(batch, created, strict=True):
+                p.accepted = Accepted(run.id, False, bells)
+            self.stats["batches"] += 1
+            self.stats["deliveries"] += len(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
                 log.warning("a batch of %d deliveries failed; committing them one by one", len(batch), exc_info=True)
                 for p in batch:
                     try:
-                        with connection():
-                            p.accepted = _commit_one(p.trigger, p.trigger_data, p.row)
+                        with connection(), write_transaction():
+                            p.accepted = _accept(p.trigger, p.trigger_data, p.row, None)
                     except Exception as one:
                         p.error = one
         finally:
