@@ -15,12 +15,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import functools
 import inspect
 import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from urllib.parse import quote, quote_plus
 import peewee
 
 from hub.crypto import SecretBox
-from hub.db import connection, is_postgres, write_transaction
+from hub.db import connection, db, is_postgres, write_transaction
 from hub.engine import (
     Edge,
     Flow,
@@ -107,20 +107,43 @@ class RuntimeConfig:
 # --- flows -----------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=512)
-def _cached_flow(flow_version_id: int, document_json: str) -> Flow:
-    return parse_flow(json.loads(document_json))
+#: parsed flows per database, keyed by version id and creation time: versions never change, and the
+#: pair stays unique where SQLite reuses the id of a deleted row (weak: a closed database takes its own)
+_flows: weakref.WeakKeyDictionary[peewee.Database, dict[tuple[Any, Any], Flow]] = weakref.WeakKeyDictionary()
+_FLOW_CACHE_SIZE = 512
 
 
 def load_flow(flow_id: int, version: int) -> Flow:
     """The parsed flow of an immutable version (cached: versions never change)."""
-    return flow_of(FlowVersion.get((FlowVersion.flow == flow_id) & (FlowVersion.version == version)))
+    fv = (FlowVersion.select(FlowVersion.id, FlowVersion.created_at)
+          .where((FlowVersion.flow == flow_id) & (FlowVersion.version == version)).get())
+    return flow_of(fv)
 
 
 def flow_of(fv: FlowVersion) -> Flow:
-    """The parsed flow of a version row already at hand (the document keys the cache: ids repeat
-    across databases in one process)."""
-    return _cached_flow(fv.id, json.dumps(fv.document, sort_keys=True))
+    """The parsed flow of a version row at hand (selected with or without its document)."""
+    return parsed_flow(fv.id, fv.created_at, fv.__data__.get("document"))
+
+
+def parsed_flow(version_id: int, created_at: Any, document: dict | None = None) -> Flow:
+    """The parsed flow of a version, from the cache; the document is read only on a miss."""
+    key = (version_id, FlowVersion.created_at.python_value(created_at))  # a subquery gives SQLite's text
+    cache = _flows.setdefault(db.obj, {})
+    flow = cache.get(key)
+    if flow is None:
+        if document is None:
+            document = FlowVersion.select(FlowVersion.document).where(FlowVersion.id == version_id).scalar()
+        flow = parse_flow(document)
+        if len(cache) >= _FLOW_CACHE_SIZE:
+            cache.clear()
+        cache[key] = flow
+    return flow
+
+
+def _run_version(column: peewee.Field) -> peewee.Select:
+    """A column of a run's flow version, as a subquery correlated with the run row."""
+    return FlowVersion.select(column).where(
+        (FlowVersion.flow == Run.flow) & (FlowVersion.version == Run.flow_version))
 
 
 # --- events ----------------------------------------------------------------------------------------
@@ -173,22 +196,32 @@ class NewRun:
 
 
 def create_runs(new_runs: Sequence[NewRun]) -> list[tuple[Run, list[Doorbell]]]:
-    """Insert runs and their node rows and first events (those two with one statement each, however
-    many runs). Call inside a write transaction; ring the bells after commit."""
+    """Insert runs, their node rows and first events: one statement each, however many runs. Call
+    inside a write transaction; ring the bells after commit."""
     now = utcnow()
-    created: list[tuple[Run, list[Doorbell]]] = []
-    node_rows: list[dict[str, Any]] = []
-    event_rows: list[dict[str, Any]] = []
+    plans = []
+    runs: list[Run] = []
     for new in new_runs:
         fv = new.flow_version
         statuses = initial_statuses(flow_of(fv))
         ready = [n for n, s in statuses.items() if s == NodeStatus.READY]
-        run = Run.create(
+        plans.append((statuses, ready))
+        runs.append(Run(
             workspace=new.workspace_id, flow=fv.flow_id, flow_version=fv.version, trigger=new.trigger_id,
             source=new.source, status=RunStatus.RUNNING.value, trigger_data=new.trigger_data,
             created_at=now, updated_at=now,
             event_seq=1 + len(ready),  # the events below, written without a second update of the run
-        )
+        ))
+    if not runs:
+        return []
+    # The ids of one multi-row INSERT come from one sequence (SQLite: one writer) in row order, but
+    # RETURNING need not list them in that order: sorted, they pair with the rows again.
+    ids = sorted(row.id for row in Run.insert_many([dict(r.__data__) for r in runs]).returning(Run.id).execute())
+    created: list[tuple[Run, list[Doorbell]]] = []
+    node_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    for run, run_id, new, (statuses, ready) in zip(runs, ids, new_runs, plans, strict=True):
+        run.id = run_id
         node_rows += [
             {"run": run.id, "node_id": node_id, "status": status.value,
              "due_at": now if status == NodeStatus.READY else None,
@@ -196,7 +229,7 @@ def create_runs(new_runs: Sequence[NewRun]) -> list[tuple[Run, list[Doorbell]]]:
             for node_id, status in statuses.items()
         ]
         events = EventLog(run, seq=0)
-        events.add("run.created", source=new.source, flow_version=fv.version)
+        events.add("run.created", source=new.source, flow_version=new.flow_version.version)
         for node_id in ready:
             events.add("node.ready", node_id)
         event_rows += events.rows
@@ -245,11 +278,14 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
     """
     now = utcnow()
     with write_transaction() as txn:
-        # One statement locks the run, checks it is running and reserves the sequence number of the
-        # node.started event below (given back by the rollback when there is nothing to claim).
+        # One statement locks the run, checks it is running, reserves the sequence number of the
+        # node.started event below (given back by the rollback when there is nothing to claim) and
+        # names its flow version (the parsed flow is cached under it).
         run = (Run.update(event_seq=Run.event_seq + 1, updated_at=now)
                .where((Run.id == run_id) & (Run.status == RunStatus.RUNNING.value))
-               .returning(Run).execute())
+               .returning(Run, _run_version(FlowVersion.id).alias("version_id"),
+                          _run_version(FlowVersion.created_at).alias("version_created_at"))
+               .execute())
         run = next(iter(run), None)
         if run is None:
             return None
@@ -259,7 +295,7 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
                 or (node_run.due_at is not None and node_run.due_at > now)):  # a retry not due yet
             txn.rollback()
             return None
-        flow = load_flow(run.flow_id, run.flow_version)
+        flow = parsed_flow(run.version_id, run.version_created_at)
         node = flow.nodes[node_id]
         number = node_run.attempts + 1
         timeout = _limits(node, cfg).timeout_seconds
@@ -575,14 +611,15 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
 
 def _advance(run: Run, flow: Flow, events: EventLog, now: dt.datetime) -> list[Doorbell]:
     """Make ready what became ready, skip what can never run, finish the run if it is done."""
-    node_runs = {nr.node_id: nr for nr in NodeRun.select().where(NodeRun.run == run.id)}
-    statuses = {nid: NodeStatus(nr.status) for nid, nr in node_runs.items()}
+    # Statuses alone decide what follows; the rows with their outputs are read only for a `when`.
+    statuses = {nid: NodeStatus(status) for nid, status in
+                NodeRun.select(NodeRun.node_id, NodeRun.status).where(NodeRun.run == run.id).tuples()}
     scope = None
 
     def edge_ok(edge: Edge) -> bool:
         nonlocal scope
         if scope is None:
-            scope = node_scope(run, node_runs.values())
+            scope = node_scope(run, NodeRun.select().where(NodeRun.run == run.id))
         try:
             return bool(render(edge.when, scope))
         except TemplateError as exc:
@@ -596,7 +633,6 @@ def _advance(run: Run, flow: Flow, events: EventLog, now: dt.datetime) -> list[D
             (NodeRun.run == run.id) & NodeRun.node_id.in_(step.ready)).execute()
         for node_id in step.ready:
             statuses[node_id] = NodeStatus.READY
-            node_runs[node_id].status = NodeStatus.READY.value
             events.add("node.ready", node_id)
             bells.append(Doorbell(run.id, node_id))
     if step.skipped:
@@ -604,21 +640,18 @@ def _advance(run: Run, flow: Flow, events: EventLog, now: dt.datetime) -> list[D
             (NodeRun.run == run.id) & NodeRun.node_id.in_(step.skipped)).execute()
         for node_id in step.skipped:
             statuses[node_id] = NodeStatus.SKIPPED
-            node_runs[node_id].status = NodeStatus.SKIPPED.value
             events.add("node.skipped", node_id)
 
     outcome = run_outcome(flow, statuses)
     if outcome is not None:
-        _finish_run(run, flow, outcome, events, now, list(node_runs.values()))
+        _finish_run(run, flow, outcome, events, now)
     return bells
 
 
-def _finish_run(run: Run, flow: Flow, outcome: RunStatus, events: EventLog, now: dt.datetime,
-                node_runs: list[NodeRun] | None = None) -> None:
-    """Close the run; ``node_runs`` are its node rows as they stand (read again when not given)."""
+def _finish_run(run: Run, flow: Flow, outcome: RunStatus, events: EventLog, now: dt.datetime) -> None:
+    """Close the run (inside the transaction that wrote its last node's state)."""
     output, error = None, None
-    if node_runs is None:
-        node_runs = list(NodeRun.select().where(NodeRun.run == run.id))
+    node_runs = list(NodeRun.select().where(NodeRun.run == run.id))
     if outcome == RunStatus.SUCCEEDED and flow.output is not None:
         try:
             output = render(flow.output, node_scope(run, node_runs))

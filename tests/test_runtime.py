@@ -148,3 +148,24 @@ def test_reaper_does_not_mistake_a_backlog_for_lost_bells(any_hub, sink):
         any_hub.huey.storage.dequeue()
     report = reap(any_hub.runtime, now=later, queued=any_hub.huey.pending_count())
     assert [(b.run_id, b.node_id) for b in report.bells] == [(runs[0].id, "call"), (runs[1].id, "call")]
+
+
+def test_a_reused_version_id_never_serves_a_stale_cached_flow(any_hub, sink):
+    """SQLite gives a deleted row's id to the next insert; the flow cache must tell the versions apart."""
+    from hub.models import Flow, FlowVersion, Workspace
+
+    first = make_flow_version(one_call(sink.url))
+    run = start_run(first)
+    execute_node(run.id, "call", any_hub.runtime)  # parses and caches the first version
+    Workspace.delete().execute()  # everything goes, by cascade: the ids are free again on SQLite
+    assert not FlowVersion.select().exists() and not Flow.select().exists()
+    doc = {"name": "other", "nodes": [{"id": "other", "connector": "transform", "config": {"value": 7}}],
+           "output": "{{ nodes.other.output }}"}
+    second = make_flow_version(doc)
+    if not any_hub.settings.database_url.startswith("postgres"):
+        assert second.id == first.id  # the case under test (PostgreSQL's sequences never reuse ids)
+    run = start_run(second)
+    assert claim_attempt(run.id, "call", any_hub.runtime) is None  # not a node of this version
+    execute_node(run.id, "other", any_hub.runtime)
+    assert Run.get_by_id(run.id).output == 7
+    assert len(sink.hits("/call")) == 1

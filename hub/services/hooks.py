@@ -134,9 +134,10 @@ def redact_headers(headers: dict[str, str], config: dict) -> dict[str, str]:
 
 
 def _with_version():
-    """Webhook triggers with the flow version a new run would use, in one query (a delivery's first read)."""
+    """Webhook triggers with the flow version a new run would use, in one query (a delivery's first read).
+    The version's document is left out: the parsed flow is cached under the version's id and time."""
     version = fn.COALESCE(Trigger.flow_version, Flow.latest_version)
-    return (Trigger.select(Trigger, FlowVersion)
+    return (Trigger.select(Trigger, FlowVersion.id, FlowVersion.flow, FlowVersion.version, FlowVersion.created_at)
             .join(Flow, on=(Trigger.flow == Flow.id))
             .join(FlowVersion, JOIN.LEFT_OUTER, on=(FlowVersion.flow == Flow.id) & (FlowVersion.version == version),
                   attr="run_version")
