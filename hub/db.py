@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import peewee
 from playhouse.db_url import connect as db_url_connect
@@ -116,3 +119,60 @@ class _SqliteWrite:
 
 def is_postgres() -> bool:
     return isinstance(db.obj, peewee.PostgresqlDatabase)
+
+
+class _Slot:
+    """A parameter of a :class:`Prepared` statement: its name and the field that converts its value."""
+
+    __slots__ = ("name", "convert")
+
+    def __init__(self, name: str, field: peewee.Field | None,
+                 convert: Callable[[Any], Any] | None = None) -> None:
+        self.name = name
+        self.convert = convert or (field.db_value if field is not None else (lambda value: value))
+
+
+def param(name: str, field: peewee.Field | None = None) -> peewee.Node:
+    """A placeholder in a :class:`Prepared` statement, bound by keyword when it runs."""
+    if isinstance(field, peewee.JSONField) and not is_postgres():
+        # peewee writes JSON to SQLite as json(?): the function stays in the SQL text, the text is bound
+        return peewee.fn.json(peewee.Value(_Slot(name, None, _json_text), converter=False))
+    return peewee.Value(_Slot(name, field), converter=False)  # compiled as a parameter, unconverted
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+class Prepared:
+    """A peewee query compiled once per database, then run with fresh parameters.
+
+    Compiling is pure Python and costs more than running the statement on SQLite (measured: 0.8 ms
+    for the claim's UPDATE … RETURNING, 0.2–0.3 ms for each of the others, ≈ 2.5 ms per node in
+    all). The runtime's hot statements are built once with :func:`param` placeholders; each run only
+    binds the values, converted by the fields the placeholders name. ``build`` must give the same
+    SQL text every time for one database (the dialect may differ between databases).
+    """
+
+    def __init__(self, build: Callable[[], peewee.Query]) -> None:
+        self._build = build
+        self._compiled: weakref.WeakKeyDictionary[peewee.Database, tuple[str, list[Any]]] = (
+            weakref.WeakKeyDictionary())
+
+    def bind(self, **values: Any) -> tuple[str, list[Any]]:
+        database = db.obj
+        compiled = self._compiled.get(database)
+        if compiled is None:
+            compiled = self._compiled[database] = self._build().sql()
+        sql, params = compiled
+        return sql, [p.convert(values[p.name]) if isinstance(p, _Slot) else p for p in params]
+
+    def rows(self, model: type[peewee.Model], **values: Any) -> list[peewee.Model]:
+        """Run a SELECT or a statement with RETURNING: its rows as ``model`` instances."""
+        sql, params = self.bind(**values)
+        return list(model.raw(sql, *params))
+
+    def execute(self, **values: Any) -> int:
+        """Run a write without RETURNING: the number of rows it changed."""
+        sql, params = self.bind(**values)
+        return db.execute_sql(sql, params).rowcount

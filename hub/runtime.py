@@ -29,7 +29,7 @@ from urllib.parse import quote, quote_plus
 import peewee
 
 from hub.crypto import SecretBox
-from hub.db import connection, db, is_postgres, write_transaction
+from hub.db import Prepared, connection, db, is_postgres, param, write_transaction
 from hub.engine import (
     Edge,
     Flow,
@@ -167,18 +167,56 @@ class EventLog:
     def flush(self, *, update_run: bool = True) -> None:
         """Insert the buffered events; ``update_run=False`` when the caller writes ``event_seq`` itself."""
         if self.rows:
-            RunEvent.insert_many(self.rows).execute()
+            _insert_events(self.rows)
             if update_run:
-                Run.update(event_seq=self.seq, updated_at=utcnow()).where(Run.id == self.run.id).execute()
+                _SET_EVENT_SEQ.execute(event_seq=self.seq, now=utcnow(), run_id=self.run.id)
             self.run.event_seq = self.seq
             self.rows = []
 
 
+# The statements every node runs, compiled once per database (see hub.db.Prepared).
+_EVENT_FIELDS = (RunEvent.run, RunEvent.seq, RunEvent.type, RunEvent.node_id, RunEvent.data, RunEvent.created_at)
+_EVENT_INSERTS = {n: Prepared(lambda n=n: RunEvent.insert_many(
+    [{f: param(f"{f.name}{i}", f) for f in _EVENT_FIELDS} for i in range(n)]).as_rowcount()) for n in range(1, 5)}
+_SET_EVENT_SEQ = Prepared(lambda: Run.update(event_seq=param("event_seq"), updated_at=param("now", Run.updated_at))
+                          .where(Run.id == param("run_id")))
+_CLAIM_RUN = Prepared(lambda: (
+    Run.update(event_seq=Run.event_seq + 1, updated_at=param("now", Run.updated_at))
+    .where((Run.id == param("run_id")) & (Run.status == RunStatus.RUNNING.value))
+    .returning(Run, _run_version(FlowVersion.id).alias("version_id"),
+               _run_version(FlowVersion.created_at).alias("version_created_at"))))
+_NODE_ROWS = Prepared(lambda: NodeRun.select().where(NodeRun.run == param("run_id")))
+_NODE_STATUSES = Prepared(lambda: NodeRun.select(NodeRun.node_id, NodeRun.status).where(NodeRun.run == param("run_id")))
+_ATTEMPT_FIELDS = (Attempt.key, Attempt.node_run, Attempt.run, Attempt.node_id, Attempt.number, Attempt.status,
+                   Attempt.worker, Attempt.started_at, Attempt.lease_expires_at)
+_INSERT_ATTEMPT = Prepared(lambda: (
+    Attempt.insert({f: param(f.name, f) for f in _ATTEMPT_FIELDS})
+    .on_conflict(conflict_target=[Attempt.key], action="NOTHING").returning(Attempt.id)))
+_START_NODE = Prepared(lambda: NodeRun.update(
+    status=NodeStatus.RUNNING.value, attempts=param("attempts"), started_at=param("started_at", NodeRun.started_at),
+).where(NodeRun.id == param("id")))
+_CLOSE_ATTEMPT = Prepared(lambda: Attempt.update(
+    status=param("status"), output=param("output", Attempt.output), error=param("error", Attempt.error),
+    finished_at=param("now", Attempt.finished_at), duration_ms=param("duration_ms", Attempt.duration_ms),
+).where((Attempt.id == param("id")) & (Attempt.status == "running")))
+_FINISH_NODE = Prepared(lambda: NodeRun.update(
+    status=param("status"), output=param("output", NodeRun.output), error=param("error", NodeRun.error),
+    finished_at=param("now", NodeRun.finished_at),
+).where((NodeRun.run == param("run_id")) & (NodeRun.node_id == param("node_id"))))
+_LOCK_RUN = Prepared(lambda: Run.select().where(Run.id == param("run_id")).for_update(is_postgres()))
+
+
+def _insert_events(rows: list[dict[str, Any]]) -> None:
+    prepared = _EVENT_INSERTS.get(len(rows))
+    if prepared is None:
+        RunEvent.insert_many(rows).as_rowcount().execute()
+        return
+    prepared.execute(**{f"{f.name}{i}": row[f.name] for i, row in enumerate(rows) for f in _EVENT_FIELDS})
+
+
 def _lock_run(run_id: int) -> Run | None:
-    query = Run.select().where(Run.id == run_id)
-    if is_postgres():
-        query = query.for_update()
-    return query.first()
+    """The run row, locked until the transaction ends (PostgreSQL; SQLite's writer holds the database)."""
+    return next(iter(_LOCK_RUN.rows(Run, run_id=run_id)), None)
 
 
 # --- creating runs ---------------------------------------------------------------------------------
@@ -281,15 +319,10 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
         # One statement locks the run, checks it is running, reserves the sequence number of the
         # node.started event below (given back by the rollback when there is nothing to claim) and
         # names its flow version (the parsed flow is cached under it).
-        run = (Run.update(event_seq=Run.event_seq + 1, updated_at=now)
-               .where((Run.id == run_id) & (Run.status == RunStatus.RUNNING.value))
-               .returning(Run, _run_version(FlowVersion.id).alias("version_id"),
-                          _run_version(FlowVersion.created_at).alias("version_created_at"))
-               .execute())
-        run = next(iter(run), None)
+        run = next(iter(_CLAIM_RUN.rows(Run, now=now, run_id=run_id)), None)
         if run is None:
             return None
-        node_runs = list(NodeRun.select().where(NodeRun.run == run_id))
+        node_runs = _NODE_ROWS.rows(NodeRun, run_id=run_id)
         node_run = next((nr for nr in node_runs if nr.node_id == node_id), None)
         if (node_run is None or node_run.status not in CLAIMABLE
                 or (node_run.due_at is not None and node_run.due_at > now)):  # a retry not due yet
@@ -305,12 +338,7 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
             status="running", worker=cfg.worker_name, started_at=now,
             lease_expires_at=now + dt.timedelta(seconds=timeout + cfg.lease_grace_seconds),
         )
-        inserted = list(
-            Attempt.insert(dict(attempt.__data__))  # the row as built, defaults included
-            .on_conflict(conflict_target=[Attempt.key], action="NOTHING")
-            .returning(Attempt.id)
-            .execute()
-        )
+        inserted = _INSERT_ATTEMPT.rows(Attempt, **{f.name: attempt.__data__[f.name] for f in _ATTEMPT_FIELDS})
         if not inserted:
             txn.rollback()
             return None
@@ -318,7 +346,7 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
         node_run.status = NodeStatus.RUNNING.value
         node_run.attempts = number
         node_run.started_at = node_run.started_at or now
-        node_run.save(only=[NodeRun.status, NodeRun.attempts, NodeRun.started_at])
+        _START_NODE.execute(attempts=number, started_at=node_run.started_at, id=node_run.id)
         events = EventLog(run, seq=run.event_seq - 1)
         events.add("node.started", node_id, attempt=number, worker=cfg.worker_name)
         events.flush(update_run=False)
@@ -553,9 +581,8 @@ def finish_attempt(
 def _close_attempt(attempt: Attempt, result: Result, output: Any, error: Any, now: dt.datetime) -> bool:
     """Write an attempt's outcome if it is still running; False if someone else closed it first."""
     status = "succeeded" if result.ok else ("lost" if result.error_kind == "lost" else "failed")
-    return bool(Attempt.update(status=status, output=output, error=error, finished_at=now,
-                               duration_ms=result.duration_ms)
-                .where((Attempt.id == attempt.id) & (Attempt.status == "running")).execute())
+    return bool(_CLOSE_ATTEMPT.execute(status=status, output=output, error=error, now=now,
+                                       duration_ms=result.duration_ms, id=attempt.id))
 
 
 def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error: Any,
@@ -575,15 +602,15 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
 
     if run.status in (RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value, RunStatus.FAILED.value):
         # Cancelled while this attempt ran: keep what it did, start nothing new.
-        NodeRun.update(status=NodeStatus.SUCCEEDED.value if ok else NodeStatus.FAILED.value,
-                       output=output, error=error, finished_at=now).where(this_node).execute()
+        _FINISH_NODE.execute(status=NodeStatus.SUCCEEDED.value if ok else NodeStatus.FAILED.value,
+                             output=output, error=error, now=now, run_id=run.id, node_id=node_id)
         events.add("node.succeeded" if ok else "node.failed", node_id, attempt=attempt.number, error=error)
         events.flush()
         return []
 
     if ok:
-        NodeRun.update(status=NodeStatus.SUCCEEDED.value, output=output, error=None,
-                       finished_at=now).where(this_node).execute()
+        _FINISH_NODE.execute(status=NodeStatus.SUCCEEDED.value, output=output, error=None, now=now,
+                             run_id=run.id, node_id=node_id)
         events.add("node.succeeded", node_id, attempt=attempt.number, duration_ms=result.duration_ms)
     else:
         used = attempt.number - _attempts_before_reset(run.id, node_id)
@@ -612,8 +639,7 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
 def _advance(run: Run, flow: Flow, events: EventLog, now: dt.datetime) -> list[Doorbell]:
     """Make ready what became ready, skip what can never run, finish the run if it is done."""
     # Statuses alone decide what follows; the rows with their outputs are read only for a `when`.
-    statuses = {nid: NodeStatus(status) for nid, status in
-                NodeRun.select(NodeRun.node_id, NodeRun.status).where(NodeRun.run == run.id).tuples()}
+    statuses = {nr.node_id: NodeStatus(nr.status) for nr in _NODE_STATUSES.rows(NodeRun, run_id=run.id)}
     scope = None
 
     def edge_ok(edge: Edge) -> bool:
