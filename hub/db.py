@@ -156,23 +156,33 @@ class Prepared:
 
     def __init__(self, build: Callable[[], peewee.Query]) -> None:
         self._build = build
-        self._compiled: weakref.WeakKeyDictionary[peewee.Database, tuple[str, list[Any]]] = (
+        self._compiled: weakref.WeakKeyDictionary[peewee.Database, tuple[peewee.Query, str, list[Any]]] = (
             weakref.WeakKeyDictionary())
 
-    def bind(self, **values: Any) -> tuple[str, list[Any]]:
+    def _bind(self, values: dict[str, Any]) -> tuple[peewee.Query, str, list[Any]]:
         database = db.obj
         compiled = self._compiled.get(database)
         if compiled is None:
-            compiled = self._compiled[database] = self._build().sql()
-        sql, params = compiled
-        return sql, [p.convert(values[p.name]) if isinstance(p, _Slot) else p for p in params]
+            query = self._build()
+            compiled = self._compiled[database] = (query, *query.sql())
+        query, sql, params = compiled
+        return query, sql, [p.convert(values[p.name]) if isinstance(p, _Slot) else p for p in params]
 
-    def rows(self, model: type[peewee.Model], **values: Any) -> list[peewee.Model]:
-        """Run a SELECT or a statement with RETURNING: its rows as ``model`` instances."""
-        sql, params = self.bind(**values)
-        return list(model.raw(sql, *params))
+    def bind(self, **values: Any) -> tuple[str, list[Any]]:
+        """The SQL text and its parameters for these values."""
+        return self._bind(values)[1:]
+
+    def rows(self, **values: Any) -> list[Any]:
+        """Run a SELECT or a statement with RETURNING: its rows as the query itself gives them (model
+        instances, joined models attached)."""
+        query, sql, params = self._bind(values)
+        return list(query._get_cursor_wrapper(db.execute_sql(sql, params)))  # peewee's own row reader
+
+    def first(self, **values: Any) -> Any:
+        found = self.rows(**values)
+        return found[0] if found else None
 
     def execute(self, **values: Any) -> int:
         """Run a write without RETURNING: the number of rows it changed."""
-        sql, params = self.bind(**values)
+        _query, sql, params = self._bind(values)
         return db.execute_sql(sql, params).rowcount

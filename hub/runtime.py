@@ -216,7 +216,7 @@ def _insert_events(rows: list[dict[str, Any]]) -> None:
 
 def _lock_run(run_id: int) -> Run | None:
     """The run row, locked until the transaction ends (PostgreSQL; SQLite's writer holds the database)."""
-    return next(iter(_LOCK_RUN.rows(Run, run_id=run_id)), None)
+    return _LOCK_RUN.first(run_id=run_id)
 
 
 # --- creating runs ---------------------------------------------------------------------------------
@@ -319,10 +319,10 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
         # One statement locks the run, checks it is running, reserves the sequence number of the
         # node.started event below (given back by the rollback when there is nothing to claim) and
         # names its flow version (the parsed flow is cached under it).
-        run = next(iter(_CLAIM_RUN.rows(Run, now=now, run_id=run_id)), None)
+        run = _CLAIM_RUN.first(now=now, run_id=run_id)
         if run is None:
             return None
-        node_runs = _NODE_ROWS.rows(NodeRun, run_id=run_id)
+        node_runs = _NODE_ROWS.rows(run_id=run_id)
         node_run = next((nr for nr in node_runs if nr.node_id == node_id), None)
         if (node_run is None or node_run.status not in CLAIMABLE
                 or (node_run.due_at is not None and node_run.due_at > now)):  # a retry not due yet
@@ -338,7 +338,7 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
             status="running", worker=cfg.worker_name, started_at=now,
             lease_expires_at=now + dt.timedelta(seconds=timeout + cfg.lease_grace_seconds),
         )
-        inserted = _INSERT_ATTEMPT.rows(Attempt, **{f.name: attempt.__data__[f.name] for f in _ATTEMPT_FIELDS})
+        inserted = _INSERT_ATTEMPT.rows(**{f.name: attempt.__data__[f.name] for f in _ATTEMPT_FIELDS})
         if not inserted:
             txn.rollback()
             return None
@@ -639,7 +639,7 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
 def _advance(run: Run, flow: Flow, events: EventLog, now: dt.datetime) -> list[Doorbell]:
     """Make ready what became ready, skip what can never run, finish the run if it is done."""
     # Statuses alone decide what follows; the rows with their outputs are read only for a `when`.
-    statuses = {nr.node_id: NodeStatus(nr.status) for nr in _NODE_STATUSES.rows(NodeRun, run_id=run.id)}
+    statuses = {nr.node_id: NodeStatus(nr.status) for nr in _NODE_STATUSES.rows(run_id=run.id)}
     scope = None
 
     def edge_ok(edge: Edge) -> bool:

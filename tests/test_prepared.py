@@ -22,12 +22,12 @@ def test_values_round_trip_as_through_peewee(any_hub) -> None:
     at = dt.datetime(2026, 11, 25, 13, 30, 1, 123456)
     with write_transaction():
         flow = Flow.create(workspace=Workspace.create(name="w"), name="f")
-        ids = [_INSERT.rows(FlowVersion, flow=flow.id, version=i, document=doc, at=at)[0].id
+        ids = [_INSERT.rows(flow=flow.id, version=i, document=doc, at=at)[0].id
                for i, doc in enumerate(DOCUMENTS, 1)]
     assert len(set(ids)) == len(DOCUMENTS)
     # read back through peewee's own path and through the prepared one: the same values, typed
     for rows in (list(FlowVersion.select().where(FlowVersion.flow == flow.id).order_by(FlowVersion.version)),
-                 _SELECT.rows(FlowVersion, flow=flow.id)):
+                 _SELECT.rows(flow=flow.id)):
         assert [r.document for r in rows] == DOCUMENTS
         assert [r.created_at for r in rows] == [at] * len(DOCUMENTS)
         assert [r.flow_id for r in rows] == [flow.id] * len(DOCUMENTS)
@@ -43,4 +43,4 @@ def test_compiled_once_per_database_in_its_dialect(any_hub) -> None:
     assert params == [41]
     placeholder = "%s" if any_hub.settings.database_url.startswith("postgres") else "?"
     assert placeholder in sql
-    assert _SELECT._compiled[db.obj][0] is sql  # cached under this database
+    assert _SELECT._compiled[db.obj][1] is sql  # cached under this database
