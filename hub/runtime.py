@@ -140,7 +140,7 @@ def parsed_flow(version_id: int, created_at: Any, document: dict | None = None) 
     return flow
 
 
-def _run_version(column: peewee.Field) -> peewee.Select:
+def _version_column(column: peewee.Field) -> peewee.Select:
     """A column of a run's flow version, as a subquery correlated with the run row."""
     return FlowVersion.select(column).where(
         (FlowVersion.flow == Run.flow) & (FlowVersion.version == Run.flow_version))
@@ -183,8 +183,8 @@ _SET_EVENT_SEQ = Prepared(lambda: Run.update(event_seq=param("event_seq"), updat
 _CLAIM_RUN = Prepared(lambda: (
     Run.update(event_seq=Run.event_seq + 1, updated_at=param("now", Run.updated_at))
     .where((Run.id == param("run_id")) & (Run.status == RunStatus.RUNNING.value))
-    .returning(Run, _run_version(FlowVersion.id).alias("version_id"),
-               _run_version(FlowVersion.created_at).alias("version_created_at"))))
+    .returning(Run, _version_column(FlowVersion.id).alias("version_id"),
+               _version_column(FlowVersion.created_at).alias("version_created_at"))))
 _NODE_ROWS = Prepared(lambda: NodeRun.select().where(NodeRun.run == param("run_id")))
 _NODE_STATUSES = Prepared(lambda: NodeRun.select(NodeRun.node_id, NodeRun.status).where(NodeRun.run == param("run_id")))
 _ATTEMPT_FIELDS = (Attempt.key, Attempt.node_run, Attempt.run, Attempt.node_id, Attempt.number, Attempt.status,
