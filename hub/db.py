@@ -122,26 +122,31 @@ def is_postgres() -> bool:
 
 
 class _Slot:
-    """A parameter of a :class:`Prepared` statement: its name and the field that converts its value."""
+    """A parameter of a :class:`Prepared` statement: its name and what converts its value."""
 
     __slots__ = ("name", "convert")
 
-    def __init__(self, name: str, field: peewee.Field | None,
-                 convert: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, name: str, convert: Callable[[Any], Any]) -> None:
         self.name = name
-        self.convert = convert or (field.db_value if field is not None else (lambda value: value))
+        self.convert = convert
 
 
 def param(name: str, field: peewee.Field | None = None) -> peewee.Node:
-    """A placeholder in a :class:`Prepared` statement, bound by keyword when it runs."""
+    """A placeholder in a :class:`Prepared` statement, bound by keyword when it runs; ``field``
+    converts the value as peewee would."""
     if isinstance(field, peewee.JSONField) and not is_postgres():
         # peewee writes JSON to SQLite as json(?): the function stays in the SQL text, the text is bound
-        return peewee.fn.json(peewee.Value(_Slot(name, None, _json_text), converter=False))
-    return peewee.Value(_Slot(name, field), converter=False)  # compiled as a parameter, unconverted
+        return peewee.fn.json(peewee.Value(_Slot(name, _json_text), converter=False))
+    convert = field.db_value if field is not None else _as_is
+    return peewee.Value(_Slot(name, convert), converter=False)  # compiled as a parameter, unconverted
 
 
 def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 class Prepared:

@@ -237,28 +237,28 @@ def create_runs(new_runs: Sequence[NewRun]) -> list[tuple[Run, list[Doorbell]]]:
     """Insert runs, their node rows and first events: one statement each, however many runs. Call
     inside a write transaction; ring the bells after commit."""
     now = utcnow()
-    plans = []
-    runs: list[Run] = []
+    planned: list[tuple[Run, dict[str, NodeStatus], list[str]]] = []
     for new in new_runs:
         fv = new.flow_version
         statuses = initial_statuses(flow_of(fv))
         ready = [n for n, s in statuses.items() if s == NodeStatus.READY]
-        plans.append((statuses, ready))
-        runs.append(Run(
+        run = Run(
             workspace=new.workspace_id, flow=fv.flow_id, flow_version=fv.version, trigger=new.trigger_id,
             source=new.source, status=RunStatus.RUNNING.value, trigger_data=new.trigger_data,
             created_at=now, updated_at=now,
             event_seq=1 + len(ready),  # the events below, written without a second update of the run
-        ))
-    if not runs:
+        )
+        planned.append((run, statuses, ready))
+    if not planned:
         return []
     # The ids of one multi-row INSERT come from one sequence (SQLite: one writer) in row order, but
     # RETURNING need not list them in that order: sorted, they pair with the rows again.
-    ids = sorted(row.id for row in Run.insert_many([dict(r.__data__) for r in runs]).returning(Run.id).execute())
+    ids = sorted(row.id for row in Run.insert_many([dict(run.__data__) for run, _, _ in planned])
+                 .returning(Run.id).execute())
     created: list[tuple[Run, list[Doorbell]]] = []
     node_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
-    for run, run_id, new, (statuses, ready) in zip(runs, ids, new_runs, plans, strict=True):
+    for (run, statuses, ready), run_id, new in zip(planned, ids, new_runs, strict=True):
         run.id = run_id
         node_rows += [
             {"run": run.id, "node_id": node_id, "status": status.value,
