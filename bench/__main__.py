@@ -153,6 +153,7 @@ def markdown(data: dict, images: list[str]) -> str:
               f"| subprocess, cold (new interpreter) | {s['subprocess_cold_ms']} |",
               f"| WASM, cached module | {s['wasm_cached_ms']} |",
               f"| WASM, cold (compile + first run) | {s['wasm_cold_first_run_ms']} |",
+              f"| `transform` connector (WASM) | {s.get('transform_wasm_ms', 'n/a')} |",
               f"| code connector, fib(10) | {s['code_connector_fib10_ms']} |", ""]
     lines += [f"![{Path(i).stem}]({i})" for i in images]
     findings = ROOT / "bench" / "FINDINGS.md"

@@ -179,7 +179,7 @@ from sandbox.wasm import WasmSandbox
 n = int(sys.argv[1])
 payload = {"config": {"value": 1}, "input": None, "context": {"run_id": 1, "node_id": "t", "attempt": 1,
            "idempotency_key": "k"}}
-spec = ConnectorSpec("python", "connectors.transform:Transform")
+spec = ConnectorSpec("python", "bench.identity:Identity")
 out = {}
 def timed(fn, k):
     ts = []
@@ -187,10 +187,10 @@ def timed(fn, k):
         t0 = time.perf_counter(); r = fn(); ts.append((time.perf_counter() - t0) * 1000)
         assert r.ok, r.error
     return round(statistics.median(ts), 3)
-with ProcessSandbox(preload=["connectors.transform"], slots=1) as sb:
+with ProcessSandbox(preload=["bench.identity"], slots=1) as sb:
     sb.run(spec, payload, Limits())
     out["subprocess_warm_ms"] = timed(lambda: sb.run(spec, payload, Limits()), n)
-with ProcessSandbox(preload=["connectors.transform"], slots=1, warm=False) as sb:
+with ProcessSandbox(preload=["bench.identity"], slots=1, warm=False) as sb:
     out["subprocess_cold_ms"] = timed(lambda: sb.run(spec, payload, Limits()), max(5, n // 20))
 echo = str(Path("examples/wasm-echo/echo.wasm").resolve())
 wspec = ConnectorSpec("wasm", echo)
@@ -200,6 +200,9 @@ with WasmSandbox(cache) as w:
     w.run(wspec, payload, Limits())
     out["wasm_cold_first_run_ms"] = round((time.perf_counter() - t0) * 1000, 3)
     out["wasm_cached_ms"] = timed(lambda: w.run(wspec, payload, Limits()), n)
+    tspec = ConnectorSpec("wasm", str(Path("connectors/transform.wat").resolve()))
+    w.run(tspec, payload, Limits())
+    out["transform_wasm_ms"] = timed(lambda: w.run(tspec, payload, Limits()), n)
 try:
     from sandbox.wasm_python import run_python, warm_cache
     import os
