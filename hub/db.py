@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import peewee
-from playhouse.db_url import connect as db_url_connect
-from playhouse.pool import PooledSqliteDatabase
+from playhouse.db_url import parse as db_url_parse
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from hub.config import ConfigError, Settings
 
@@ -49,8 +49,8 @@ def open_database(settings: Settings) -> peewee.Database:
         # PG_POOL_SIZE per process: beyond it, callers wait (cooperatively under gevent) for a free one,
         # so several API and worker processes stay under PostgreSQL's max_connections (100 by default;
         # measured: two API processes at concurrency 64 exhausted it with a limit of 64 each).
-        database = db_url_connect(url.replace("postgresql://", "postgresql+pool://", 1),
-                                  max_connections=PG_POOL_SIZE, stale_timeout=300, timeout=30)
+        database = BatchingPostgresDatabase(**db_url_parse(url), max_connections=PG_POOL_SIZE,
+                                            stale_timeout=300, timeout=30)
     db.initialize(database)
     return database
 
@@ -115,6 +115,82 @@ class _SqliteWrite:
 
     def __exit__(self, *exc):
         return self._atomic.__exit__(*exc)
+
+
+class BatchingPostgresDatabase(PooledPostgresqlDatabase):
+    """Pooled PostgreSQL that sends a transaction's deferred writes with its next statement.
+
+    A write whose result nobody reads (:meth:`defer`, :meth:`Prepared.execute_later`) waits in the
+    transaction; the next statement, or the COMMIT, carries it to the server in the same round trip
+    (psycopg2 binds parameters client-side, so the batch is the same SQL the server would have seen
+    one statement at a time). ``BEGIN`` waits the same way for the transaction's first statement.
+    Measured per node: 16 round trips became 8. An error in a deferred write surfaces at the
+    statement that carried it, inside the same transaction, which then rolls back as before.
+    """
+
+    def _pending(self) -> list[bytes]:
+        pending = getattr(self._state, "hub_pending", None)
+        if pending is None:
+            pending = self._state.hub_pending = []
+        return pending
+
+    def defer(self, sql: str, params: Any = None) -> None:
+        """Run a write later in this transaction (now, outside one)."""
+        if self.transaction_depth() == 0:
+            self.execute_sql(sql, params)
+            return
+        self._pending().append(self.cursor().mogrify(sql, params or ()))
+
+    def begin(self, isolation_level: Any = None) -> None:
+        stmt = "BEGIN"
+        level = isolation_level if isolation_level is not None else self._isolation_level
+        if level:
+            stmt += " TRANSACTION ISOLATION LEVEL " + self._adapter.isolation_level_str(level)
+        self._pending().append(stmt.encode())
+
+    def _send(self, last: bytes):
+        """Send the pending statements and ``last`` (all bound already) in one round trip."""
+        pending = self._pending()
+        batch = b";".join([*pending, last])
+        pending.clear()
+        self._log_query(batch, None)
+        with peewee.__exception_wrapper__:
+            cursor = self.cursor()
+            cursor.execute(batch)  # no parameters: a '%' in a bound value must stay as it is
+        return cursor
+
+    def execute_sql(self, sql: str, params: Any = None):
+        if not self._pending():
+            return super().execute_sql(sql, params)
+        return self._send(self.cursor().mogrify(sql, params or ()))  # as peewee binds: `params or ()`
+
+    def commit(self) -> None:
+        pending = self._pending()
+        if pending == [b"BEGIN"]:  # nothing was sent: nothing to commit
+            pending.clear()
+            return
+        self._send(b"COMMIT")
+
+    def rollback(self) -> None:
+        pending = self._pending()
+        begun = not (pending and pending[0].startswith(b"BEGIN"))  # a deferred BEGIN never reached the server
+        pending.clear()
+        if begun:
+            super().rollback()
+
+    def _close(self, conn, close_conn: bool = False) -> None:
+        self._pending().clear()
+        super()._close(conn, close_conn)
+
+
+def defer(query: peewee.Query) -> None:
+    """Run a write whose result is not needed with the transaction's next statement (PostgreSQL;
+    SQLite runs it now: there is no round trip to save)."""
+    database = db.obj
+    if isinstance(database, BatchingPostgresDatabase):
+        database.defer(*query.sql())
+    else:
+        query.execute()
 
 
 def is_postgres() -> bool:
@@ -191,3 +267,13 @@ class Prepared:
         """Run a write without RETURNING: the number of rows it changed."""
         _query, sql, params = self._bind(values)
         return db.execute_sql(sql, params).rowcount
+
+    def execute_later(self, **values: Any) -> None:
+        """Run a write whose row count nobody reads with the transaction's next statement (see
+        :class:`BatchingPostgresDatabase`); SQLite runs it now."""
+        _query, sql, params = self._bind(values)
+        database = db.obj
+        if isinstance(database, BatchingPostgresDatabase):
+            database.defer(sql, params)
+        else:
+            database.execute_sql(sql, params)

@@ -29,7 +29,7 @@ from urllib.parse import quote, quote_plus
 import peewee
 
 from hub.crypto import SecretBox
-from hub.db import Prepared, connection, db, is_postgres, param, write_transaction
+from hub.db import Prepared, connection, db, defer, is_postgres, param, write_transaction
 from hub.engine import (
     Edge,
     Flow,
@@ -169,7 +169,7 @@ class EventLog:
         if self.rows:
             _insert_events(self.rows)
             if update_run:
-                _SET_EVENT_SEQ.execute(event_seq=self.seq, now=utcnow(), run_id=self.run.id)
+                _SET_EVENT_SEQ.execute_later(event_seq=self.seq, now=utcnow(), run_id=self.run.id)
             self.run.event_seq = self.seq
             self.rows = []
 
@@ -209,9 +209,9 @@ _LOCK_RUN = Prepared(lambda: Run.select().where(Run.id == param("run_id")).for_u
 def _insert_events(rows: list[dict[str, Any]]) -> None:
     prepared = _EVENT_INSERTS.get(len(rows))
     if prepared is None:
-        RunEvent.insert_many(rows).as_rowcount().execute()
+        defer(RunEvent.insert_many(rows).as_rowcount())
         return
-    prepared.execute(**{f"{f.name}{i}": row[f.name] for i, row in enumerate(rows) for f in _EVENT_FIELDS})
+    prepared.execute_later(**{f"{f.name}{i}": row[f.name] for i, row in enumerate(rows) for f in _EVENT_FIELDS})
 
 
 def _lock_run(run_id: int) -> Run | None:
@@ -273,9 +273,9 @@ def create_runs(new_runs: Sequence[NewRun]) -> list[tuple[Run, list[Doorbell]]]:
         event_rows += events.rows
         created.append((run, [Doorbell(run.id, n) for n in ready]))
     if node_rows:
-        NodeRun.insert_many(node_rows).execute()
+        defer(NodeRun.insert_many(node_rows).as_rowcount())
     if event_rows:
-        RunEvent.insert_many(event_rows).execute()
+        defer(RunEvent.insert_many(event_rows).as_rowcount())
     return created
 
 
@@ -346,7 +346,7 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
         node_run.status = NodeStatus.RUNNING.value
         node_run.attempts = number
         node_run.started_at = node_run.started_at or now
-        _START_NODE.execute(attempts=number, started_at=node_run.started_at, id=node_run.id)
+        _START_NODE.execute_later(attempts=number, started_at=node_run.started_at, id=node_run.id)
         events = EventLog(run, seq=run.event_seq - 1)
         events.add("node.started", node_id, attempt=number, worker=cfg.worker_name)
         events.flush(update_run=False)
@@ -602,14 +602,14 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
 
     if run.status in (RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value, RunStatus.FAILED.value):
         # Cancelled while this attempt ran: keep what it did, start nothing new.
-        _FINISH_NODE.execute(status=NodeStatus.SUCCEEDED.value if ok else NodeStatus.FAILED.value,
+        _FINISH_NODE.execute_later(status=NodeStatus.SUCCEEDED.value if ok else NodeStatus.FAILED.value,
                              output=output, error=error, now=now, run_id=run.id, node_id=node_id)
         events.add("node.succeeded" if ok else "node.failed", node_id, attempt=attempt.number, error=error)
         events.flush()
         return []
 
     if ok:
-        _FINISH_NODE.execute(status=NodeStatus.SUCCEEDED.value, output=output, error=None, now=now,
+        _FINISH_NODE.execute_later(status=NodeStatus.SUCCEEDED.value, output=output, error=None, now=now,
                              run_id=run.id, node_id=node_id)
         events.add("node.succeeded", node_id, attempt=attempt.number, duration_ms=result.duration_ms)
     else:
@@ -655,15 +655,15 @@ def _advance(run: Run, flow: Flow, events: EventLog, now: dt.datetime) -> list[D
     step = advance(flow, statuses, edge_ok)
     bells = []
     if step.ready:
-        NodeRun.update(status=NodeStatus.READY.value, due_at=now, enqueued_at=now).where(
-            (NodeRun.run == run.id) & NodeRun.node_id.in_(step.ready)).execute()
+        defer(NodeRun.update(status=NodeStatus.READY.value, due_at=now, enqueued_at=now).where(
+            (NodeRun.run == run.id) & NodeRun.node_id.in_(step.ready)))
         for node_id in step.ready:
             statuses[node_id] = NodeStatus.READY
             events.add("node.ready", node_id)
             bells.append(Doorbell(run.id, node_id))
     if step.skipped:
-        NodeRun.update(status=NodeStatus.SKIPPED.value, finished_at=now).where(
-            (NodeRun.run == run.id) & NodeRun.node_id.in_(step.skipped)).execute()
+        defer(NodeRun.update(status=NodeStatus.SKIPPED.value, finished_at=now).where(
+            (NodeRun.run == run.id) & NodeRun.node_id.in_(step.skipped)))
         for node_id in step.skipped:
             statuses[node_id] = NodeStatus.SKIPPED
             events.add("node.skipped", node_id)
@@ -687,8 +687,7 @@ def _finish_run(run: Run, flow: Flow, outcome: RunStatus, events: EventLog, now:
         failed = [nr.node_id for nr in node_runs if nr.status == NodeStatus.FAILED.value]
         error = "failed nodes: " + ", ".join(failed) if failed else "failed"
     run.status = outcome.value
-    Run.update(status=outcome.value, output=output, error=error, finished_at=now).where(
-        Run.id == run.id).execute()
+    defer(Run.update(status=outcome.value, output=output, error=error, finished_at=now).where(Run.id == run.id))
     events.add("run.finished", status=outcome.value, error=error)
 
 

@@ -1,0 +1,87 @@
+"""hub.db deferred writes: on PostgreSQL they ride with the transaction's next statement, on SQLite
+they run at once; either way what is read and committed is the same."""
+
+from __future__ import annotations
+
+import logging
+
+import peewee
+import pytest
+
+from hub.db import BatchingPostgresDatabase, Prepared, connection, db, defer, param, write_transaction
+from hub.engine import idempotency_key
+from hub.models import Flow, FlowVersion, RunEvent, Workspace
+from hub.runtime import claim_attempt, finish_attempt
+from sandbox import Result
+from tests.conftest import make_flow_version, start_run
+
+_RENAME = Prepared(lambda: Flow.update(name=param("name")).where(Flow.id == param("id")))
+TEXTS = ["100%", "%s", "%(x)s", "%%", "';--", "a\\b", "é ✓", "\x01"]
+
+
+@pytest.fixture
+def flow(any_hub):
+    with write_transaction():
+        return Flow.create(workspace=Workspace.create(name="w"), name="f")
+
+
+def test_deferred_writes_are_seen_later_in_the_transaction_and_committed(flow) -> None:
+    with write_transaction():
+        for i, text in enumerate(TEXTS):
+            _RENAME.execute_later(name=f"{i}:{text}", id=flow.id)
+            defer(FlowVersion.insert(flow=flow.id, version=i + 1, document={"t": text}).as_rowcount())
+            # the next statement carries the writes before it: it sees them
+            assert Flow.get_by_id(flow.id).name == f"{i}:{text}"
+        _RENAME.execute_later(name="last", id=flow.id)  # carried by the COMMIT
+    assert Flow.get_by_id(flow.id).name == "last"
+    versions = FlowVersion.select().where(FlowVersion.flow == flow.id).order_by(FlowVersion.version)
+    docs = [v.document["t"] for v in versions]
+    assert docs == TEXTS
+
+
+def test_an_error_in_a_deferred_write_rolls_the_whole_transaction_back(flow) -> None:
+    with pytest.raises(peewee.IntegrityError), write_transaction():
+        _RENAME.execute_later(name="changed", id=flow.id)
+        defer(FlowVersion.insert(flow=flow.id, version=1, document={}).as_rowcount())
+        defer(FlowVersion.insert(flow=flow.id, version=1, document={}).as_rowcount())  # unique (flow, version)
+        Flow.get_by_id(flow.id)  # carries the writes: the duplicate fails here (PostgreSQL) or above (SQLite)
+    assert Flow.get_by_id(flow.id).name == "f"
+    assert FlowVersion.select().where(FlowVersion.flow == flow.id).count() == 0
+    with write_transaction():  # the connection is usable again
+        _RENAME.execute_later(name="again", id=flow.id)
+    assert Flow.get_by_id(flow.id).name == "again"
+
+
+def test_empty_and_abandoned_transactions(flow) -> None:
+    with write_transaction():
+        pass
+    with pytest.raises(RuntimeError), write_transaction():
+        _RENAME.execute_later(name="never", id=flow.id)
+        raise RuntimeError("abandon")
+    assert Flow.get_by_id(flow.id).name == "f"
+    if isinstance(db.obj, BatchingPostgresDatabase):
+        assert db.obj._pending() == []
+
+
+def test_a_node_takes_eight_round_trips_on_postgresql(any_hub, caplog) -> None:
+    """Claim and finish of a node with a successor: 4 + 4 round trips (16 one statement at a time)."""
+    fv = make_flow_version({"name": "two", "nodes": [{"id": "a", "connector": "transform", "config": {"value": 1}},
+                                                      {"id": "b", "connector": "transform", "config": {"value": 2}}],
+                            "edges": [{"from": "a", "to": "b"}]})
+    run = start_run(fv)
+    caplog.set_level(logging.DEBUG, logger="peewee")
+    with connection():
+        caplog.clear()
+        claim = claim_attempt(run.id, "a", any_hub.runtime)
+        claim_trips = len(caplog.records)
+        caplog.clear()
+        bells = finish_attempt(claim, Result(ok=True, output={"pct": "100%"}), any_hub.runtime)
+        finish_trips = len(caplog.records)
+    assert claim.attempt.key == idempotency_key(run.id, "a", 1)
+    assert [b.node_id for b in bells] == ["b"]
+    types = [e.type for e in RunEvent.select().where(RunEvent.run == run.id).order_by(RunEvent.seq)]
+    assert types == ["run.created", "node.ready", "node.started", "node.succeeded", "node.ready"]
+    seqs = [e.seq for e in RunEvent.select().where(RunEvent.run == run.id).order_by(RunEvent.seq)]
+    assert seqs == list(range(1, 6))
+    if isinstance(db.obj, BatchingPostgresDatabase):
+        assert (claim_trips, finish_trips) == (4, 4)
