@@ -95,6 +95,9 @@ class _Run:
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
     overflow: bool = False
+    #: a sleep was cut short at the deadline: the attempt timed out, whatever the guest does next
+    #: (it may finish within the epoch tick before its trap, believing it slept)
+    cut_short: bool = False
 
     def write_stdout(self, data: bytes) -> int:
         # Called from wasmtime's custom-output hook: must not raise.
@@ -158,12 +161,14 @@ def _poll_oneoff(caller: Caller, in_ptr: int, out_ptr: int, nsubs: int, nevents_
             deadline_ns = int(run.deadline * 1e9)
             if now_ns >= deadline_ns:
                 # Past the deadline: let the epoch ticker catch up, then return into wasm to trap.
+                run.cut_short = True
                 time.sleep(TICK_SECONDS)
             else:
                 time.sleep(max(0, min(wake_ns, deadline_ns + int(TICK_SECONDS * 1e9)) - now_ns) / 1e9)
             now_ns = time.perf_counter_ns()
             ready = [(u, _ESUCCESS, _CLOCK) for u, due in timers if due <= now_ns]
             if not ready:  # stopped early by the deadline: report the earliest timer anyway
+                run.cut_short = True
                 ready = [(min(timers, key=lambda t: t[1])[0], _ESUCCESS, _CLOCK)]
         out = bytearray()
         for userdata, error, kind in ready:
@@ -437,6 +442,8 @@ class WasmSandbox:
         finally:
             _current.run = None
             os.close(stdin_fd)
+        if run.cut_short and outcome.failure is None:
+            outcome.failure, outcome.message = "timeout", "interrupted"
         # A failing memory.grow only returns -1 to the guest, and wasmtime does not tell the host:
         # a guest that then dies with its memory near the limit (within 1/8) ran out of memory.
         died = outcome.failure == "crashed" or outcome.exit_code not in (None, 0)

@@ -94,6 +94,18 @@ def test_short_sleep_completes(sandbox: WasmSandbox, wat: Wat) -> None:
     assert time.perf_counter() - started >= 0.05
 
 
+def test_sleep_cut_short_at_the_deadline_is_a_timeout_even_if_the_guest_then_answers(
+        sandbox: WasmSandbox, wat: Wat) -> None:
+    # one sleep(60), then an answer and a clean exit at once: the guest is done before the epoch trap
+    out = stdout_of({"output": "rested"})
+    body = (
+        f"(drop (call $poll (i32.const {1024 + len(out)}) (i32.const 2048) (i32.const 1) (i32.const 2100)))"
+        + print_static(out)
+    )
+    result = sandbox.run(wat(body, data=out + sleep_subscription(60)), PAYLOAD, Limits(timeout_seconds=0.3))
+    assert (result.ok, result.error_kind, result.error) == (False, "timeout", "timed out after 0.3 s")
+
+
 def test_memory_hog(sandbox: WasmSandbox, wat: Wat) -> None:
     # grow 1 MiB at a time until memory.grow fails, then die
     body = "(loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable"
