@@ -109,7 +109,11 @@ class Hub:
         close_idle = getattr(self.database, "close_idle", None)
         if close_idle is not None:
             close_idle()
-        # The queue's Redis connections (scale-out); SQLite's queue connection closes with the process.
+        # The queue's local doorbells (embedded) and Redis connections (scale-out); SQLite's queue
+        # connection closes with the process.
+        doorbells = getattr(self.huey.storage, "doorbells", None)
+        if doorbells is not None:
+            doorbells.close()
         pool = getattr(self.huey.storage, "pool", None)
         if pool is not None and hasattr(pool, "disconnect"):
             pool.disconnect()

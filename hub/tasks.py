@@ -10,9 +10,10 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from huey import Huey, RedisHuey, SqliteHuey
+from huey import Huey, RedisHuey
 
 from hub.config import Settings
+from hub.doorbell import Doorbells, DoorbellSqliteStorage
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -27,8 +28,9 @@ def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
     if settings.redis_url:
         return RedisHuey("hookhub", url=settings.redis_url, immediate=immediate, results=False,
                          utc=True, blocking=True, read_timeout=1)
-    return SqliteHuey("hookhub", filename=str(settings.queue_path), immediate=immediate, results=False,
-                      utc=True, timeout=15)
+    # embedded: Huey's SQLite queue, read blocking on a local doorbell (hub.doorbell)
+    return Huey("hookhub", storage_class=DoorbellSqliteStorage, filename=str(settings.queue_path),
+                doorbells=Doorbells(settings.data_dir), immediate=immediate, results=False, utc=True, timeout=15)
 
 
 def register_tasks(huey: Huey, hub: Hub) -> dict[str, object]:

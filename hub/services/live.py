@@ -6,7 +6,8 @@ commit and a tailer noticing it:
 - in scale-out (``HOOKHUB_REDIS_URL``) a worker publishes the run id on :data:`CHANNEL` after each task
   (its transactions have committed by then) and every API process has one subscriber that wakes its
   streams;
-- without Redis, one poller per process watches ``max(run_event.id)`` and wakes streams when it moves.
+- without Redis (embedded), a worker rings the ``live`` doorbell (:mod:`hub.doorbell`) after each task
+  and every API process waits on it, looking at ``max(run_event.id)`` too whenever no ring came for a while.
 
 Either way each stream also re-reads the log on its own every few seconds, so a lost wake-up (a Redis
 restart, an event committed late with a lower id) only costs latency, never an event.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from huey import Huey
 
     from hub.core import Hub
+    from hub.doorbell import Doorbells
 
 log = logging.getLogger("hookhub.live")
 
@@ -34,8 +36,9 @@ __all__ = ["CHANNEL", "Waker", "announce", "instrument", "waker_for"]
 class Waker:
     """One per process: a generation counter streams wait on, bumped whenever something may be new."""
 
-    def __init__(self, redis_url: str | None, poll_seconds: float = 0.25) -> None:
+    def __init__(self, redis_url: str | None, poll_seconds: float = 0.25, doorbells: Doorbells | None = None) -> None:
         self.redis_url = redis_url
+        self.doorbells = doorbells
         self.poll_seconds = poll_seconds
         self._cond = threading.Condition()
         self._generation = 0
@@ -98,25 +101,41 @@ class Waker:
                     self.wake()
             except Exception as exc:
                 log.debug("live updates: poll failed: %s", exc)
-            time.sleep(self.poll_seconds)
+            if self.doorbells is None:
+                time.sleep(self.poll_seconds)
+                continue
+            try:
+                while self.doorbells.wait("live", self.poll_seconds):  # rung: a worker committed something
+                    self.wake()
+            except OSError as exc:  # no doorbell here: the poll alone
+                log.debug("live updates: doorbell failed: %s", exc)
+                time.sleep(self.poll_seconds)
 
 
-_wakers: dict[str | None, Waker] = {}
+_wakers: dict[tuple[str | None, Any], Waker] = {}
 _wakers_lock = threading.Lock()
 
 
-def waker_for(redis_url: str | None) -> Waker:
+def waker_for(redis_url: str | None, huey: Huey | None = None) -> Waker:
+    """This process's waker: Redis pub/sub in scale-out, the queue's local doorbells when embedded."""
+    doorbells = getattr(getattr(huey, "storage", None), "doorbells", None) if not redis_url else None
+    key = (redis_url, doorbells.dir if doorbells is not None else None)
     with _wakers_lock:
-        if redis_url not in _wakers:
-            _wakers[redis_url] = Waker(redis_url)
-        return _wakers[redis_url]
+        if key not in _wakers:
+            _wakers[key] = Waker(redis_url, doorbells=doorbells)
+        return _wakers[key]
 
 
 def announce(huey: Huey, run_id: Any) -> None:
-    """Tell API processes that ``run_id`` has new committed events (Redis only; best effort)."""
-    conn = getattr(getattr(huey, "storage", None), "conn", None)
+    """Tell API processes that ``run_id`` has new committed events (best effort)."""
+    storage = getattr(huey, "storage", None)
+    doorbells = getattr(storage, "doorbells", None)
+    if doorbells is not None:  # embedded
+        doorbells.ring("live")
+        return
+    conn = getattr(storage, "conn", None)
     if conn is None or not hasattr(conn, "publish"):
-        return  # embedded: API processes poll the local database
+        return
     try:
         conn.publish(CHANNEL, str(run_id))
     except Exception as exc:

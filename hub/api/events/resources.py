@@ -78,7 +78,8 @@ def _last_event_id(args: dict) -> int | None:
 
 
 def _waker():
-    return waker_for(current_app.extensions["hookhub"].settings.redis_url)
+    hub = current_app.extensions["hookhub"]
+    return waker_for(hub.settings.redis_url, hub.huey)
 
 
 def _sse(body) -> Response:

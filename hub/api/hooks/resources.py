@@ -69,8 +69,8 @@ class Hook(MethodView):
         hub.ring(accepted.bells)  # only after the commit: the database is the truth, the queue a doorbell
         run_header = {"X-Hookhub-Run-Id": str(accepted.run_id)}
         if config.get("response") == "sync":
-            # scale-out: woken by the workers' "task done" messages rather than by the poll alone
-            waker = waker_for(hub.settings.redis_url) if hub.settings.redis_url else None
+            # woken by the workers' "task done" messages (Redis, or the embedded doorbell), not the poll alone
+            waker = waker_for(hub.settings.redis_url, hub.huey)
             status, body = sync_answer(accepted.run_id, float(config.get("sync_timeout_seconds") or 30), waker)
             response = jsonify(body)
             if status >= 400:
