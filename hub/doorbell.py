@@ -15,6 +15,7 @@ run in their own network namespace and cannot reach them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import hashlib
@@ -35,6 +36,12 @@ __all__ = ["Doorbells", "DoorbellSqliteStorage"]
 
 
 _senders: dict[int, socket.socket] = {}
+
+
+@atexit.register
+def _close_senders() -> None:
+    for sock in _senders.values():
+        sock.close()
 
 
 def _sender() -> socket.socket:
@@ -58,6 +65,7 @@ class Doorbells:
         self._lock = threading.Lock()
         self._bound: dict[str, socket.socket] = {}
         self._pid = os.getpid()
+        self._closed = False
 
     def _name(self, channel: str, pid: int) -> str:
         return f"hookhub-{self._key}-{channel}-{pid}"
@@ -65,6 +73,8 @@ class Doorbells:
     def bind(self, channel: str) -> socket.socket:
         """This process's doorbell for ``channel`` (bound and listed on first use)."""
         with self._lock:
+            if self._closed:
+                raise OSError(errno.EBADF, "the hub's doorbells are closed")
             if self._pid != os.getpid():  # a forked child: the parent's doorbells are not its own
                 for inherited in self._bound.values():
                     inherited.close()
@@ -125,6 +135,7 @@ class Doorbells:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for channel, sock in self._bound.items():
                 sock.close()
                 with contextlib.suppress(OSError):

@@ -313,9 +313,9 @@ class Processes:
             if proc.poll() is not None:
                 raise AssertionError(f"process exited with {proc.returncode}: {Path(proc.log_path).read_text()}")
             try:
-                if requests.get(base + "/health", timeout=1).status_code == 200:
+                if requests.get(base + "/health", timeout=2).status_code == 200:
                     return base
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting
                 pass
             time.sleep(0.1)
         raise AssertionError(f"{base} did not come up: {Path(proc.log_path).read_text()}")
