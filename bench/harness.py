@@ -156,9 +156,20 @@ class Hub:
             time.sleep(0.05)
         raise RuntimeError(f"run {run_id} did not finish")
 
-    def count_runs(self, status: str | None = None) -> int:
+    def count_runs(self, status: str | None = None, flow_id: int | None = None) -> int:
         url = f"{self.base}/api/v1/runs?page_size=1" + (f"&status={status}" if status else "")
+        url += f"&flow_id={flow_id}" if flow_id else ""
         return requests.get(url, headers=self.headers, timeout=30).json()["total"]
+
+    def wait_finished(self, flow_id: int, timeout: float = 300) -> None:
+        """Wait until no run of the flow is running, with one light count a poll (a full run with
+        all its nodes costs the API several ms to answer: polling those loaded the hub under test)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count_runs("running", flow_id) == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"runs of flow {flow_id} did not finish")
 
     def rss_mib(self) -> dict[str, float]:
         return {name: round(sum(rss_peak_kib(p.pid) for p in procs) / 1024, 1) for name, procs in self.procs.items()}
