@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import select
@@ -36,6 +37,7 @@ __all__ = ["Doorbells", "DoorbellSqliteStorage"]
 
 
 _senders: dict[int, socket.socket] = {}
+_instances = itertools.count(1)  # two hubs of one data dir in one process get doorbells of their own
 
 
 @atexit.register
@@ -65,10 +67,11 @@ class Doorbells:
         self._lock = threading.Lock()
         self._bound: dict[str, socket.socket] = {}
         self._pid = os.getpid()
+        self._token = f"{self._pid}-{next(_instances)}"
         self._closed = False
 
-    def _name(self, channel: str, pid: int) -> str:
-        return f"hookhub-{self._key}-{channel}-{pid}"
+    def _name(self, channel: str, token: str) -> str:
+        return f"hookhub-{self._key}-{channel}-{token}"
 
     def bind(self, channel: str) -> socket.socket:
         """This process's doorbell for ``channel`` (bound and listed on first use)."""
@@ -80,13 +83,14 @@ class Doorbells:
                     inherited.close()
                 self._bound.clear()
                 self._pid = os.getpid()
+                self._token = f"{self._pid}-{next(_instances)}"
             sock = self._bound.get(channel)
             if sock is None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                sock.bind("\0" + self._name(channel, os.getpid()))
+                sock.bind("\0" + self._name(channel, self._token))
                 sock.setblocking(False)
                 self.dir.mkdir(mode=0o700, exist_ok=True)
-                (self.dir / f"{channel}-{os.getpid()}").touch()
+                (self.dir / f"{channel}-{self._token}").touch()
                 self._bound[channel] = sock
             return sock
 
@@ -119,13 +123,11 @@ class Doorbells:
             return  # nobody has waited yet
         prefix = channel + "-"
         for entry in names:
-            if not entry.startswith(prefix):
-                continue
-            pid = entry[len(prefix):]
-            if not pid.isdigit():
+            token = entry[len(prefix):] if entry.startswith(prefix) else ""
+            if not token.replace("-", "").isdigit():
                 continue
             try:
-                _sender().sendto(b"!", "\0" + self._name(channel, int(pid)))
+                _sender().sendto(b"!", "\0" + self._name(channel, token))
             except OSError as exc:
                 if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):  # its process is gone
                     with contextlib.suppress(OSError):
@@ -139,7 +141,7 @@ class Doorbells:
             for channel, sock in self._bound.items():
                 sock.close()
                 with contextlib.suppress(OSError):
-                    (self.dir / f"{channel}-{os.getpid()}").unlink()
+                    (self.dir / f"{channel}-{self._token}").unlink()
             self._bound.clear()
 
 

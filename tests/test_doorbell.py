@@ -27,7 +27,7 @@ def test_a_ring_wakes_a_waiting_process(tmp_path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", WAITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
-        assert sorted(os.listdir(tmp_path / "doorbells")) == [f"queue-{proc.pid}"]
+        assert [name.rsplit("-", 1)[0] for name in os.listdir(tmp_path / "doorbells")] == [f"queue-{proc.pid}"]
         Doorbells(tmp_path).ring("live")  # another channel: not this waiter's
         time.sleep(0.2)
         assert proc.poll() is None
@@ -72,10 +72,22 @@ def test_each_ring_wakes_one_of_the_waiting_threads(tmp_path) -> None:
         bells.close()
 
 
+def test_two_hubs_of_one_data_dir_in_one_process_each_get_their_rings(tmp_path) -> None:
+    first, second = Doorbells(tmp_path), Doorbells(tmp_path)
+    try:
+        first.bind("queue")
+        second.bind("queue")  # no clash with the first one's socket
+        Doorbells(tmp_path).ring("queue")
+        assert first.wait("queue", 5) and second.wait("queue", 5)
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_listing_whose_process_is_gone_is_removed(tmp_path) -> None:
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / "doorbells").mkdir()
-    stale = tmp_path / "doorbells" / f"queue-{gone.stdout.strip()}"
+    stale = tmp_path / "doorbells" / f"queue-{gone.stdout.strip()}-1"
     stale.touch()
     Doorbells(tmp_path).ring("queue")
     assert not stale.exists()
