@@ -164,17 +164,20 @@ class BatchingPostgresDatabase(PooledPostgresqlDatabase):
             return super().execute_sql(sql, params)
         return self._send(self.cursor().mogrify(sql, params or ()))  # as peewee binds: `params or ()`
 
-    def commit(self) -> None:
+    def _begun(self) -> bool:
+        """Whether the server has seen this transaction's BEGIN (a deferred one is still pending)."""
         pending = self._pending()
-        if pending == [b"BEGIN"]:  # nothing was sent: nothing to commit
-            pending.clear()
+        return not (pending and pending[0].startswith(b"BEGIN"))
+
+    def commit(self) -> None:
+        if not self._begun() and len(self._pending()) == 1:  # nothing was sent: nothing to commit
+            self._pending().clear()
             return
         self._send(b"COMMIT")
 
     def rollback(self) -> None:
-        pending = self._pending()
-        begun = not (pending and pending[0].startswith(b"BEGIN"))  # a deferred BEGIN never reached the server
-        pending.clear()
+        begun = self._begun()
+        self._pending().clear()
         if begun:
             super().rollback()
 
@@ -186,11 +189,15 @@ class BatchingPostgresDatabase(PooledPostgresqlDatabase):
 def defer(query: peewee.Query) -> None:
     """Run a write whose result is not needed with the transaction's next statement (PostgreSQL;
     SQLite runs it now: there is no round trip to save)."""
+    _defer_sql(*query.sql())
+
+
+def _defer_sql(sql: str, params: Any) -> None:
     database = db.obj
     if isinstance(database, BatchingPostgresDatabase):
-        database.defer(*query.sql())
+        database.defer(sql, params)
     else:
-        query.execute()
+        database.execute_sql(sql, params)
 
 
 def is_postgres() -> bool:
@@ -271,9 +278,4 @@ class Prepared:
     def execute_later(self, **values: Any) -> None:
         """Run a write whose row count nobody reads with the transaction's next statement (see
         :class:`BatchingPostgresDatabase`); SQLite runs it now."""
-        _query, sql, params = self._bind(values)
-        database = db.obj
-        if isinstance(database, BatchingPostgresDatabase):
-            database.defer(sql, params)
-        else:
-            database.execute_sql(sql, params)
+        _defer_sql(*self.bind(**values))

@@ -603,14 +603,14 @@ def _record(run: Run, flow: Flow, attempt: Attempt, ok: bool, output: Any, error
     if run.status in (RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value, RunStatus.FAILED.value):
         # Cancelled while this attempt ran: keep what it did, start nothing new.
         _FINISH_NODE.execute_later(status=NodeStatus.SUCCEEDED.value if ok else NodeStatus.FAILED.value,
-                             output=output, error=error, now=now, run_id=run.id, node_id=node_id)
+                                   output=output, error=error, now=now, run_id=run.id, node_id=node_id)
         events.add("node.succeeded" if ok else "node.failed", node_id, attempt=attempt.number, error=error)
         events.flush()
         return []
 
     if ok:
         _FINISH_NODE.execute_later(status=NodeStatus.SUCCEEDED.value, output=output, error=None, now=now,
-                             run_id=run.id, node_id=node_id)
+                                   run_id=run.id, node_id=node_id)
         events.add("node.succeeded", node_id, attempt=attempt.number, duration_ms=result.duration_ms)
     else:
         used = attempt.number - _attempts_before_reset(run.id, node_id)
