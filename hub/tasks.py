@@ -7,6 +7,7 @@ committed. Huey's own retries are never used: retries are the engine's decision,
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("hookhub.tasks")
 
 __all__ = ["make_huey", "register_tasks", "ring"]
+
+#: how long one queue message may keep following its run's chain before handing the next node to the
+#: queue (fairness between runs, and a bound on how long a graceful shutdown waits)
+INLINE_MAX_NODES = 64
+INLINE_MAX_SECONDS = 0.5
 
 _REVOKE_KEYS = ("r:", "rt:")  # huey's revoke flags: 'r:<task id>' and 'rt:<task name>'
 
@@ -70,16 +76,29 @@ def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
 def register_tasks(huey: Huey, hub: Hub) -> dict[str, object]:
     """Bind the tasks to this process's hub. The names are the wire format: never rename them."""
 
+    from hub.services.live import announce, instrument  # observability (issue #8)
+
     @huey.task(name="execute_node")
     def execute_node(run_id: int, node_id: str) -> None:
         from hub.db import connection
+        from hub.logs import bind_context
         from hub.runtime import execute_node as run_node
 
+        started = time.monotonic()
         with connection():
             bells = run_node(run_id, node_id, hub.runtime)
+            # Chains stay on this thread while they are quick: the successor's state is committed as
+            # ready before it runs here, so a crash in between leaves it to the reaper, as a lost
+            # message would. The rest of a fan-out goes to the queue for the other workers.
+            for _ in range(INLINE_MAX_NODES):
+                follow = next((b for b in bells if b.eta is None and b.run_id == run_id), None)
+                if follow is None or time.monotonic() - started > INLINE_MAX_SECONDS:
+                    break
+                ring(huey, [b for b in bells if b is not follow], hub.tasks)
+                announce(huey, run_id)  # live streams see each node, not only the last
+                bind_context(run_id=run_id, node_id=follow.node_id)
+                bells = run_node(run_id, follow.node_id, hub.runtime)
         ring(huey, bells, hub.tasks)
-
-    from hub.services.live import instrument  # observability (issue #8): log context + live wake-ups
 
     instrument(huey, hub)
     return {"execute_node": execute_node}
