@@ -140,12 +140,6 @@ def parsed_flow(version_id: int, created_at: Any, document: dict | None = None) 
     return flow
 
 
-def _version_column(column: peewee.Field) -> peewee.Select:
-    """A column of a run's flow version, as a subquery correlated with the run row."""
-    return FlowVersion.select(column).where(
-        (FlowVersion.flow == Run.flow) & (FlowVersion.version == Run.flow_version))
-
-
 # --- events ----------------------------------------------------------------------------------------
 
 
@@ -182,9 +176,20 @@ _SET_EVENT_SEQ = Prepared(lambda: Run.update(event_seq=param("event_seq"), updat
                           .where(Run.id == param("run_id")))
 _CLAIM_RUN = Prepared(lambda: (
     Run.update(event_seq=Run.event_seq + 1, updated_at=param("now", Run.updated_at))
-    .where((Run.id == param("run_id")) & (Run.status == RunStatus.RUNNING.value))
-    .returning(Run, _version_column(FlowVersion.id).alias("version_id"),
-               _version_column(FlowVersion.created_at).alias("version_created_at"))))
+    .where((Run.id == param("run_id")) & (Run.status == RunStatus.RUNNING.value)).returning(Run)))
+
+
+def _claim_version(column: peewee.Field) -> peewee.Select:
+    """A column of the flow version of run ``run_id`` (a subquery of the claim's node-row read)."""
+    return (FlowVersion.select(column)
+            .join(Run, on=(FlowVersion.flow == Run.flow) & (FlowVersion.version == Run.flow_version))
+            .where(Run.id == param("run_id")))
+
+
+_CLAIM_NODES = Prepared(lambda: NodeRun.select(
+    NodeRun, _claim_version(FlowVersion.id).alias("version_id"),
+    _claim_version(FlowVersion.created_at).alias("version_created_at"),
+).where(NodeRun.run == param("run_id")))
 _NODE_ROWS = Prepared(lambda: NodeRun.select().where(NodeRun.run == param("run_id")))
 _NODE_STATUSES = Prepared(lambda: NodeRun.select(NodeRun.node_id, NodeRun.status).where(NodeRun.run == param("run_id")))
 _ATTEMPT_FIELDS = (Attempt.key, Attempt.node_run, Attempt.run, Attempt.node_id, Attempt.number, Attempt.status,
@@ -316,19 +321,17 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
     """
     now = utcnow()
     with write_transaction() as txn:
-        # One statement locks the run, checks it is running, reserves the sequence number of the
-        # node.started event below (given back by the rollback when there is nothing to claim) and
-        # names its flow version (the parsed flow is cached under it).
-        run = _CLAIM_RUN.first(now=now, run_id=run_id)
-        if run is None:
-            return None
-        node_runs = _NODE_ROWS.rows(run_id=run_id)
+        # The run is locked last, so that concurrent claims and finishes of its other nodes wait for
+        # one statement and the COMMIT, not the whole claim. Reading the node rows unlocked is safe:
+        # the attempt key decides between two claimers, and the lock's status check below between a
+        # claim and a cancel or pause.
+        node_runs = _CLAIM_NODES.rows(run_id=run_id)
         node_run = next((nr for nr in node_runs if nr.node_id == node_id), None)
         if (node_run is None or node_run.status not in CLAIMABLE
                 or (node_run.due_at is not None and node_run.due_at > now)):  # a retry not due yet
             txn.rollback()
             return None
-        flow = parsed_flow(run.version_id, run.version_created_at)
+        flow = parsed_flow(node_run.version_id, node_run.version_created_at)
         node = flow.nodes[node_id]
         number = node_run.attempts + 1
         timeout = _limits(node, cfg).timeout_seconds
@@ -343,6 +346,12 @@ def claim_attempt(run_id: int, node_id: str, cfg: RuntimeConfig) -> Claim | None
             txn.rollback()
             return None
         attempt.id = inserted[0].id
+        # One statement locks the run, checks it is running and reserves the sequence number of the
+        # node.started event below (all given back by the rollback when it is not running).
+        run = _CLAIM_RUN.first(now=now, run_id=run_id)
+        if run is None:
+            txn.rollback()
+            return None
         node_run.status = NodeStatus.RUNNING.value
         node_run.attempts = number
         node_run.started_at = node_run.started_at or now

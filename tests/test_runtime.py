@@ -8,8 +8,8 @@ import time
 
 from hub.db import connection
 from hub.engine import idempotency_key
-from hub.models import Attempt, NodeRun, Run, utcnow
-from hub.runtime import Doorbell, claim_attempt, execute_node, reap
+from hub.models import Attempt, NodeRun, Run, RunEvent, utcnow
+from hub.runtime import Doorbell, claim_attempt, execute_node, pause_run, reap, resume_run
 from tests.conftest import make_flow_version, start_run
 
 
@@ -51,6 +51,21 @@ def test_a_claimed_key_is_never_claimed_again(any_hub, sink):
     Attempt.create(key=idempotency_key(run.id, "call", 1), node_run=node_run, run=run, node_id="call",
                    number=1, status="running", lease_expires_at=utcnow() + dt.timedelta(minutes=5))
     assert claim_attempt(run.id, "call", any_hub.runtime) is None
+    assert sink.hits("/call") == []
+
+
+def test_a_claim_on_a_run_that_is_not_running_leaves_nothing_behind(any_hub, sink):
+    # The claim locks the run last: its attempt insert must be undone when the run turns out paused.
+    run = start_run(make_flow_version(one_call(sink.url)))
+    pause_run(run.id)
+    assert claim_attempt(run.id, "call", any_hub.runtime) is None
+    assert Attempt.select().count() == 0
+    assert NodeRun.get(NodeRun.node_id == "call").status == "ready"
+    resume_run(run.id)
+    claim = claim_attempt(run.id, "call", any_hub.runtime)
+    assert claim is not None and claim.attempt.number == 1
+    seqs = [e.seq for e in RunEvent.select().where(RunEvent.run == run.id).order_by(RunEvent.seq)]
+    assert seqs == list(range(1, len(seqs) + 1))  # the rolled-back claim gave its number back
     assert sink.hits("/call") == []
 
 
