@@ -29,7 +29,7 @@ from urllib.parse import quote, quote_plus
 import peewee
 
 from hub.crypto import SecretBox
-from hub.db import Prepared, connection, db, defer, is_postgres, param, write_transaction
+from hub.db import Prepared, connection, db, defer, insert_rows, is_postgres, param, write_transaction
 from hub.engine import (
     Edge,
     Flow,
@@ -161,7 +161,7 @@ class EventLog:
     def flush(self, *, update_run: bool = True) -> None:
         """Insert the buffered events; ``update_run=False`` when the caller writes ``event_seq`` itself."""
         if self.rows:
-            _insert_events(self.rows)
+            insert_rows(RunEvent, self.rows)
             if update_run:
                 _SET_EVENT_SEQ.execute_later(event_seq=self.seq, now=utcnow(), run_id=self.run.id)
             self.run.event_seq = self.seq
@@ -211,14 +211,6 @@ _FINISH_NODE = Prepared(lambda: NodeRun.update(
 _LOCK_RUN = Prepared(lambda: Run.select().where(Run.id == param("run_id")).for_update(is_postgres()))
 
 
-def _insert_events(rows: list[dict[str, Any]]) -> None:
-    prepared = _EVENT_INSERTS.get(len(rows))
-    if prepared is None:
-        defer(RunEvent.insert_many(rows).as_rowcount())
-        return
-    prepared.execute_later(**{f"{f.name}{i}": row[f.name] for i, row in enumerate(rows) for f in _EVENT_FIELDS})
-
-
 def _lock_run(run_id: int) -> Run | None:
     """The run row, locked until the transaction ends (PostgreSQL; SQLite's writer holds the database)."""
     return _LOCK_RUN.first(run_id=run_id)
@@ -258,8 +250,7 @@ def create_runs(new_runs: Sequence[NewRun]) -> list[tuple[Run, list[Doorbell]]]:
         return []
     # The ids of one multi-row INSERT come from one sequence (SQLite: one writer) in row order, but
     # RETURNING need not list them in that order: sorted, they pair with the rows again.
-    ids = sorted(row.id for row in Run.insert_many([dict(run.__data__) for run, _, _ in planned])
-                 .returning(Run.id).execute())
+    ids = sorted(row.id for row in insert_rows(Run, [dict(run.__data__) for run, _, _ in planned], Run.id))
     created: list[tuple[Run, list[Doorbell]]] = []
     node_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
@@ -277,10 +268,8 @@ def create_runs(new_runs: Sequence[NewRun]) -> list[tuple[Run, list[Doorbell]]]:
             events.add("node.ready", node_id)
         event_rows += events.rows
         created.append((run, [Doorbell(run.id, n) for n in ready]))
-    if node_rows:
-        defer(NodeRun.insert_many(node_rows).as_rowcount())
-    if event_rows:
-        defer(RunEvent.insert_many(event_rows).as_rowcount())
+    insert_rows(NodeRun, node_rows)
+    insert_rows(RunEvent, event_rows)
     return created
 
 

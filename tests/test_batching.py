@@ -7,14 +7,15 @@ import logging
 import threading
 
 import peewee
+import psycopg2
 import pytest
 
-from hub.db import BatchingPostgresDatabase, Prepared, connection, db, defer, param, write_transaction
+from hub.db import BatchingPostgresDatabase, Prepared, connection, db, defer, insert_rows, param, write_transaction
 from hub.engine import idempotency_key
-from hub.models import Flow, FlowVersion, RunEvent, Workspace
+from hub.models import Flow, FlowVersion, RunEvent, Workspace, utcnow
 from hub.runtime import claim_attempt, finish_attempt
 from sandbox import Result
-from tests.conftest import make_flow_version, start_run
+from tests.conftest import make_flow_version, start_run, wait_until
 
 _RENAME = Prepared(lambda: Flow.update(name=param("name")).where(Flow.id == param("id")))
 TEXTS = ["100%", "%s", "%(x)s", "%%", "';--", "a\\b", "é ✓", "\x01"]
@@ -93,3 +94,85 @@ def test_a_node_takes_eight_round_trips_on_postgresql(any_hub, caplog) -> None:
     assert seqs == list(range(1, 6))
     if isinstance(db.obj, BatchingPostgresDatabase):
         assert (claim_trips, finish_trips) == (4, 4)
+
+
+def _in_thread(fn):
+    """Run ``fn`` on a fresh thread: its own connection state, outside the fixture's connection."""
+    out: list = []
+    errors: list = []
+
+    def target():
+        try:
+            out.append(fn())
+        except Exception as exc:  # re-raised on the test's thread
+            errors.append(exc)
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(30)
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+def _backend_pid() -> int:
+    with connection():
+        return db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_the_pool_checks_a_connection_only_after_it_idled(any_hub) -> None:
+    if not isinstance(db.obj, BatchingPostgresDatabase):
+        pytest.skip("PostgreSQL's pool")
+    pool = db.obj
+    first = _in_thread(_backend_pid)
+    _in_thread(_checkout)  # the same connection, handed out again at once...
+    assert _last_query(any_hub, first) == "SELECT pg_backend_pid()"  # ...without peewee's `SELECT 1`
+    assert _in_thread(_backend_pid) == first
+
+    # Past the window the pool checks again: a connection killed while idle is replaced, unseen.
+    pool.trust_checked_in_seconds = 0.0
+    try:
+        with psycopg2.connect(any_hub.settings.database_url) as admin, admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (first,))
+        wait_until("the backend is gone", lambda: not _backend_alive(any_hub, first), timeout=5)
+        assert _in_thread(_backend_pid) != first
+    finally:
+        del pool.trust_checked_in_seconds
+
+
+def _checkout() -> bool:
+    with connection():
+        return True
+
+
+def _last_query(hub, pid: int) -> str | None:
+    with psycopg2.connect(hub.settings.database_url) as admin, admin.cursor() as cur:
+        cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def _backend_alive(hub, pid: int) -> bool:
+    with psycopg2.connect(hub.settings.database_url) as admin, admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return cur.fetchone()[0] > 0
+
+
+@pytest.mark.parametrize("count", [1, 3, 70])  # 70: past the compiled sizes, built each time
+def test_insert_rows_compiled_per_shape(flow, count) -> None:
+    rows = [{"flow": flow.id, "version": i + 1, "document": {"t": TEXTS[i % len(TEXTS)]}} for i in range(count)]
+    with write_transaction():
+        returned = insert_rows(FlowVersion, rows, FlowVersion.id)
+        insert_rows(FlowVersion, [{"flow": flow.id, "version": 1000 + i, "document": {"i": i}} for i in range(count)])
+        # rows of different shapes in one call go uncompiled
+        insert_rows(FlowVersion, [{"flow": flow.id, "version": 5000, "document": {}},
+                                  {"flow": flow.id, "version": 5001, "document": {}, "created_at": utcnow()}])
+    assert len(returned) == count and all(r.id for r in returned)
+    stored = {v.version: v.document for v in FlowVersion.select().where(FlowVersion.flow == flow.id)}
+    assert [stored[i + 1]["t"] for i in range(count)] == [TEXTS[i % len(TEXTS)] for i in range(count)]
+    assert [stored[1000 + i]["i"] for i in range(count)] == list(range(count))
+    assert {5000, 5001} <= set(stored)
+    with write_transaction():  # the same shape again: the compiled statement, fresh values
+        again = [{"flow": flow.id, "version": 9000 + i, "document": {"again": i}} for i in range(count)]
+        insert_rows(FlowVersion, again)
+    assert FlowVersion.get((FlowVersion.flow == flow.id) & (FlowVersion.version == 9000)).document == {"again": 0}

@@ -26,7 +26,7 @@ from peewee import JOIN, fn
 
 from hub.api.errors import ApiError
 from hub.crypto import SecretBox
-from hub.db import Prepared, connection, defer, param, write_transaction
+from hub.db import Prepared, connection, insert_rows, param, write_transaction
 from hub.engine import RunStatus
 from hub.models import Delivery, Flow, FlowVersion, Run, Secret, Trigger, TriggerToken, utcnow
 from hub.runtime import Doorbell, NewRun, create_run, create_runs
@@ -350,9 +350,8 @@ class GroupCommit:
             with connection(), write_transaction():
                 created = create_runs([NewRun(_run_version(p.trigger), p.trigger_data, p.trigger.workspace_id,
                                               p.trigger.id, "webhook") for p in batch])
-                defer(Delivery.insert_many([{**p.row, "dedupe_key": None, "run": run.id, "status": "accepted",
-                                             "status_code": 202} for p, (run, _) in zip(batch, created, strict=True)
-                                            ]).as_rowcount())
+                insert_rows(Delivery, [{**p.row, "dedupe_key": None, "run": run.id, "status": "accepted",
+                                        "status_code": 202} for p, (run, _) in zip(batch, created, strict=True)])
             for p, (run, bells) in zip(batch, created, strict=True):
                 p.accepted = Accepted(run.id, False, bells)
             self.stats["batches"] += 1
