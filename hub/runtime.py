@@ -190,7 +190,6 @@ _CLAIM_NODES = Prepared(lambda: NodeRun.select(
     NodeRun, _claim_version(FlowVersion.id).alias("version_id"),
     _claim_version(FlowVersion.created_at).alias("version_created_at"),
 ).where(NodeRun.run == param("run_id")))
-_NODE_ROWS = Prepared(lambda: NodeRun.select().where(NodeRun.run == param("run_id")))
 _NODE_STATUSES = Prepared(lambda: NodeRun.select(NodeRun.node_id, NodeRun.status).where(NodeRun.run == param("run_id")))
 _ATTEMPT_FIELDS = (Attempt.key, Attempt.node_run, Attempt.run, Attempt.node_id, Attempt.number, Attempt.status,
                    Attempt.worker, Attempt.started_at, Attempt.lease_expires_at)

@@ -15,7 +15,7 @@ from hub.engine import idempotency_key
 from hub.models import Flow, FlowVersion, RunEvent, Workspace, utcnow
 from hub.runtime import claim_attempt, finish_attempt
 from sandbox import Result
-from tests.conftest import make_flow_version, start_run, wait_until
+from tests.conftest import _make_hub, make_flow_version, start_run, wait_until
 
 _RENAME = Prepared(lambda: Flow.update(name=param("name")).where(Flow.id == param("id")))
 TEXTS = ["100%", "%s", "%(x)s", "%%", "';--", "a\\b", "é ✓", "\x01"]
@@ -120,22 +120,26 @@ def _backend_pid() -> int:
         return db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
 
 
-def test_the_pool_checks_a_connection_only_after_it_idled(any_hub) -> None:
-    if not isinstance(db.obj, BatchingPostgresDatabase):
-        pytest.skip("PostgreSQL's pool")
+@pytest.fixture
+def pg_hub(postgres_backend):
+    yield from _make_hub(postgres_backend)
+
+
+def test_the_pool_checks_a_connection_only_after_it_idled(pg_hub) -> None:
     pool = db.obj
+    assert isinstance(pool, BatchingPostgresDatabase)
     pool.close_idle()  # earlier tests' connections: the next checkouts must all get the same one
     first = _in_thread(_backend_pid)
     _in_thread(_checkout)  # the same connection, handed out again at once...
-    assert _last_query(any_hub, first) == "SELECT pg_backend_pid()"  # ...without peewee's `SELECT 1`
+    assert _last_query(pg_hub, first) == "SELECT pg_backend_pid()"  # ...without peewee's `SELECT 1`
     assert _in_thread(_backend_pid) == first
 
     # Past the window the pool checks again: a connection killed while idle is replaced, unseen.
     pool.trust_checked_in_seconds = 0.0
     try:
-        with psycopg2.connect(any_hub.settings.database_url) as admin, admin.cursor() as cur:
+        with psycopg2.connect(pg_hub.settings.database_url) as admin, admin.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(%s)", (first,))
-        wait_until("the backend is gone", lambda: not _backend_alive(any_hub, first), timeout=5)
+        wait_until("the backend is gone", lambda: not _backend_alive(pg_hub, first), timeout=5)
         assert _in_thread(_backend_pid) != first
     finally:
         del pool.trust_checked_in_seconds
