@@ -187,14 +187,12 @@ class BatchingPostgresDatabase(PooledPostgresqlDatabase):
     #: statement instead, which the caller's error handling sees as it would a failure a moment later.
     trust_checked_in_seconds = 1.0
 
-    def _checked_in(self) -> dict[int, float]:
-        at = getattr(self, "_hub_checked_in", None)
-        if at is None:
-            at = self._hub_checked_in = {}
-        return at
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._checked_in: dict[int, float] = {}  # id(connection) -> when it was last handed back
+        super().__init__(*args, **kwargs)
 
     def _is_closed(self, conn) -> bool:
-        at = self._checked_in().pop(id(conn), None)
+        at = self._checked_in.pop(id(conn), None)
         if (at is not None and not conn.closed and time.monotonic() - at < self.trust_checked_in_seconds
                 and self._adapter.txn_status(conn) == self._adapter.txn_idle):
             return False
@@ -203,9 +201,9 @@ class BatchingPostgresDatabase(PooledPostgresqlDatabase):
     def _close(self, conn, close_conn: bool = False) -> None:
         self._pending().clear()
         if close_conn:
-            self._checked_in().pop(id(conn), None)
+            self._checked_in.pop(id(conn), None)
         else:
-            self._checked_in()[id(conn)] = time.monotonic()
+            self._checked_in[id(conn)] = time.monotonic()
         super()._close(conn, close_conn)
 
 

@@ -169,9 +169,6 @@ class EventLog:
 
 
 # The statements every node runs, compiled once per database (see hub.db.Prepared).
-_EVENT_FIELDS = (RunEvent.run, RunEvent.seq, RunEvent.type, RunEvent.node_id, RunEvent.data, RunEvent.created_at)
-_EVENT_INSERTS = {n: Prepared(lambda n=n: RunEvent.insert_many(
-    [{f: param(f"{f.name}{i}", f) for f in _EVENT_FIELDS} for i in range(n)]).as_rowcount()) for n in range(1, 5)}
 _SET_EVENT_SEQ = Prepared(lambda: Run.update(event_seq=param("event_seq"), updated_at=param("now", Run.updated_at))
                           .where(Run.id == param("run_id")))
 _CLAIM_RUN = Prepared(lambda: (
