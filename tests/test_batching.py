@@ -131,7 +131,7 @@ def test_the_pool_checks_a_connection_only_after_it_idled(pg_hub) -> None:
     pool.close_idle()  # earlier tests' connections: the next checkouts must all get the same one
     first = _in_thread(_backend_pid)
     _in_thread(_checkout)  # the same connection, handed out again at once...
-    assert _last_query(pg_hub, first) == "SELECT pg_backend_pid()"  # ...without peewee's `SELECT 1`
+    assert _activity(pg_hub, first) == ("SELECT pg_backend_pid()",)  # ...without peewee's `SELECT 1`
     assert _in_thread(_backend_pid) == first
 
     # Past the window the pool checks again: a connection killed while idle is replaced, unseen.
@@ -139,7 +139,7 @@ def test_the_pool_checks_a_connection_only_after_it_idled(pg_hub) -> None:
     try:
         with psycopg2.connect(pg_hub.settings.database_url) as admin, admin.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(%s)", (first,))
-        wait_until("the backend is gone", lambda: not _backend_alive(pg_hub, first), timeout=5)
+        wait_until("the backend is gone", lambda: _activity(pg_hub, first) is None, timeout=5)
         assert _in_thread(_backend_pid) != first
     finally:
         del pool.trust_checked_in_seconds
@@ -150,17 +150,11 @@ def _checkout() -> bool:
         return True
 
 
-def _last_query(hub, pid: int) -> str | None:
+def _activity(hub, pid: int) -> tuple | None:
+    """The backend's (last query,) in pg_stat_activity, or None once it is gone."""
     with psycopg2.connect(hub.settings.database_url) as admin, admin.cursor() as cur:
         cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
-        row = cur.fetchone()
-        return row[0] if row else None
-
-
-def _backend_alive(hub, pid: int) -> bool:
-    with psycopg2.connect(hub.settings.database_url) as admin, admin.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
-        return cur.fetchone()[0] > 0
+        return cur.fetchone()
 
 
 @pytest.mark.parametrize("count", [1, 3, 70])  # 70: past the compiled sizes, built each time
