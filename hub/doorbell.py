@@ -70,6 +70,10 @@ class Doorbells:
         self._token = f"{self._pid}-{next(_instances)}"
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _name(self, channel: str, token: str) -> str:
         return f"hookhub-{self._key}-{channel}-{token}"
 

@@ -9,6 +9,8 @@ import threading
 import time
 
 from hub.doorbell import Doorbells, DoorbellSqliteStorage
+from hub.services.live import waker_for
+from tests.conftest import _make_hub, wait_until
 
 WAITER = """
 import sys, time
@@ -115,3 +117,27 @@ def test_the_queue_read_blocks_until_an_enqueue_rings(tmp_path) -> None:
         thread.join(0)
         reader.doorbells.close()
         writer.doorbells.close()
+
+
+def test_a_closed_hubs_live_poller_stops_and_the_next_hub_gets_its_own(sqlite_backend) -> None:
+    # One process may open hubs one after another (the tests do): a poller left running would go on
+    # reading whatever database the process opens next.
+    hubs = _make_hub(sqlite_backend)
+    hub = next(hubs)
+    waker = waker_for(None, hub.huey)
+    waker.start()
+    seen = waker.generation
+    listing = hub.settings.data_dir / "doorbells"
+    wait_until("the poller waits on its doorbell", lambda: listing.is_dir() and any(
+        name.startswith("live-") for name in os.listdir(listing)), timeout=5)
+    hub.huey.storage.doorbells.ring("live")
+    assert waker.wait(seen, 2) > seen  # it is running, woken by a ring
+    assert not waker.stopped
+    next(hubs, None)  # closes the hub and its doorbells
+    wait_until("the poller stops", lambda: waker.stopped, timeout=5)
+    hubs = _make_hub(sqlite_backend)
+    again = next(hubs)
+    try:
+        assert waker_for(None, again.huey) is not waker
+    finally:
+        next(hubs, None)

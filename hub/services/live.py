@@ -43,11 +43,18 @@ class Waker:
         self._cond = threading.Condition()
         self._generation = 0
         self._started = False
+        #: the poller has ended: :meth:`stop`, or its hub closed its doorbells (see :func:`waker_for`)
+        self.stopped = False
         self._lock = threading.Lock()
 
     @property
     def generation(self) -> int:
         return self._generation
+
+    def stop(self) -> None:
+        """End the database poller (within ``poll_seconds``); waiters wake once and poll on their own."""
+        self.stopped = True
+        self.wake()
 
     def wake(self) -> None:
         with self._cond:
@@ -92,7 +99,7 @@ class Waker:
         from hub.db import connection, db
 
         last = None
-        while True:
+        while not self.stopped:
             try:
                 with connection():
                     value = db.execute_sql("SELECT MAX(id) FROM run_event").fetchone()[0]
@@ -107,8 +114,13 @@ class Waker:
             try:
                 while self.doorbells.wait("live", self.poll_seconds):  # rung: a worker committed something
                     self.wake()
-            except OSError as exc:  # no doorbell here: the poll alone
-                log.debug("live updates: doorbell failed: %s", exc)
+            except (OSError, ValueError) as exc:  # ValueError: the socket closed under select()
+                if self.doorbells.closed:
+                    # Its hub closed: stop polling a database that is no longer its own (a process
+                    # that opens hubs one after another, as the tests do, would gather pollers).
+                    self.stop()
+                    return
+                log.debug("live updates: doorbell failed: %s", exc)  # no doorbell here: the poll alone
                 time.sleep(self.poll_seconds)
 
 
@@ -121,7 +133,7 @@ def waker_for(redis_url: str | None, huey: Huey | None = None) -> Waker:
     doorbells = getattr(getattr(huey, "storage", None), "doorbells", None) if not redis_url else None
     key = (redis_url, doorbells.dir if doorbells is not None else None)
     with _wakers_lock:
-        if key not in _wakers:
+        if key not in _wakers or _wakers[key].stopped:
             _wakers[key] = Waker(redis_url, doorbells=doorbells)
         return _wakers[key]
 

@@ -41,6 +41,7 @@ def test_workspace_tail_does_not_step_over_a_late_commit(postgres_backend, pg_hu
     run, _ = start_manual_run(flow, {})
     url = postgres_backend.env["HOOKHUB_DATABASE_URL"]
     late, early = psycopg2.connect(url), psycopg2.connect(url)
+    waker = Waker(None, poll_seconds=0.05)
     try:
         with late.cursor() as cur:  # takes the lower id, commits last
             cur.execute("SELECT max(id), max(seq) FROM run_event")
@@ -58,8 +59,7 @@ def test_workspace_tail_does_not_step_over_a_late_commit(postgres_backend, pg_hu
         assert early_id > late_id
 
         chunks: list[str] = []
-        stream = workspace_events(ws, after, Waker(None, poll_seconds=0.05), poll_seconds=0.1,
-                                  settle_seconds=5.0)
+        stream = workspace_events(ws, after, waker, poll_seconds=0.1, settle_seconds=5.0)
 
         def consume():
             for chunk in stream:
@@ -78,6 +78,7 @@ def test_workspace_tail_does_not_step_over_a_late_commit(postgres_backend, pg_hu
     finally:
         late.close()
         early.close()
+        waker.stop()  # its poller would go on reading the databases of later tests
 
 
 def test_workspace_tail_steps_over_a_gap_that_never_fills(hub):
@@ -89,13 +90,15 @@ def test_workspace_tail_steps_over_a_gap_that_never_fills(hub):
     first = RunEvent.select().where(RunEvent.run == run.id).order_by(RunEvent.id).first()
     RunEvent.create(run=run.id, seq=99, type="test.after_gap", data={})
     RunEvent.delete().where(RunEvent.id == first.id + 1).execute()  # a rolled-back or pruned id
-    stream = workspace_events(ws, first.id - 1, Waker(None), poll_seconds=0.05, settle_seconds=0.3)
+    waker = Waker(None)
+    stream = workspace_events(ws, first.id - 1, waker, poll_seconds=0.05, settle_seconds=0.3)
     chunks: list[str] = []
     t0 = time.monotonic()
     for chunk in stream:
         chunks.append(chunk)
         if len(_events(chunks)) >= 2:
             break
+    waker.stop()
     ids = [e["id"] for e in _events(chunks)]
     assert ids == [first.id, first.id + 2] and _events(chunks)[1]["type"] == "test.after_gap"
     assert time.monotonic() - t0 >= 0.3  # it waited for the gap to settle first
